@@ -1,0 +1,135 @@
+"""postgres-ducklake-flusher: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from flusher.config import ConfigError, Settings, load_settings
+
+DESCRIPTION = """\
+Move Stellar Hubble tables from a PostgreSQL hot buffer into a DuckLake Bronze layer, exactly once.
+
+A flush marks MAX(sequence) of ledgers_row_v2, copies every row at or below it into DuckLake,
+deletes those rows from PostgreSQL once the lake has committed them, and runs VACUUM ANALYZE
+every Nth flush. Each flush is a Prefect flow run (flow "bronze-flush").
+
+Start with:   postgres-ducklake-flusher demo            (no setup: an embedded PostgreSQL and lake)
+Then:         cp config.yaml.example config.yaml; edit it
+              postgres-ducklake-flusher init  --config config.yaml
+              postgres-ducklake-flusher flush --config config.yaml
+"""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    """Run one flush now as a Prefect flow run."""
+    _settings(args)  # config errors are reported before Prefect starts
+    from flows.bronze_flush import bronze_flush
+
+    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+    state = bronze_flush(
+        config_path=args.config,
+        tables=tables,
+        dry_run=args.dry_run,
+        max_ledgers_per_run=args.max_ledgers,
+        return_state=True,
+    )
+    if state.is_completed():
+        print(f"{state.name}: {state.message}")
+        return 0
+    print(f"flush {state.name.lower()}: {state.message}", file=sys.stderr)
+    return 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the flusher's state tables and the lake schema and tables (never drops anything)."""
+    from flusher.hot import make_pool
+    from flusher.lake import LakeSession
+    from flusher.registry import selected_tables
+    from flusher.state import StateStore
+
+    settings = _settings(args)
+    with make_pool(settings.postgres) as pool:
+        StateStore(pool, settings.flush.state_schema).ensure()
+    names = [t.name for t in selected_tables(settings.flush)]
+    with LakeSession(settings, attach_hot=False) as lake:
+        created = lake.ensure_tables(names)
+    print(f"state schema {settings.flush.state_schema} ready; lake {settings.ducklake.catalog_name}."
+          f"{settings.ducklake.schema_name}: {len(created)} tables created, {len(names) - len(created)} already there")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print per table: rows in the hot buffer, rows flushed, last batch."""
+    from flusher.status import render_status
+
+    print(render_status(_settings(args)))
+    return 0
+
+
+def cmd_blocks(args: argparse.Namespace) -> int:
+    """Create or update the Prefect blocks that hold the credentials from a config file."""
+    from blocks.register import save_blocks
+
+    for line in save_blocks(_settings(args), args.postgres_block, args.ducklake_block):
+        print(line)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Flush synthetic data from a throw-away PostgreSQL into a local DuckLake and show the result."""
+    from flusher.demo import run_demo
+
+    return run_demo(ledgers=args.ledgers, workdir=args.workdir)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="postgres-ducklake-flusher", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help_: str, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=func.__doc__)
+        if config:
+            p.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML config (see config.yaml.example)")
+        p.set_defaults(func=func)
+        return p
+
+    flush = command("flush", cmd_flush, "run one flush now (exit 0 on success)")
+    flush.add_argument("--tables", metavar="T1,T2", help="flush only these tables")
+    flush.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
+    flush.add_argument("--max-ledgers", type=int, metavar="N", help="flush at most N ledgers (catch-up in chunks)")
+    command("init", cmd_init, "create the state tables and the lake's Bronze tables")
+    command("status", cmd_status, "show rows in the hot buffer, rows flushed and the last batch per table")
+    blocks = command("blocks", cmd_blocks, "create/update the Prefect blocks from a config file")
+    blocks.add_argument("--postgres-block", default="flusher-postgres", metavar="NAME")
+    blocks.add_argument("--ducklake-block", default="flusher-ducklake", metavar="NAME")
+    demo = command("demo", cmd_demo, "flush synthetic data from an embedded PostgreSQL into a local lake", config=False)
+    demo.add_argument("--ledgers", type=int, default=3000, help="synthetic ledgers to load (default 3000)")
+    demo.add_argument("--workdir", metavar="DIR", help="keep the lake and PostgreSQL here instead of a temp folder")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # our errors carry their own context; no traceback for expected failures
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

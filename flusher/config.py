@@ -1,0 +1,194 @@
+"""Typed settings, loaded and validated once from YAML (the Go service's format) or from Prefect blocks."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import psycopg.conninfo
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "FLUSHER_"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says which and what to do."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, underscore)")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
+class ServiceSettings(_Section):
+    name: str = "postgres-ducklake-flusher"
+    health_port: int = Field(8089, ge=1, le=65535)
+    flush_interval_minutes: int = Field(10, ge=5, le=60, description="Minutes between scheduled flushes (5-60).")
+
+
+class PostgresSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(5432, ge=1, le=65535)
+    database: str
+    user: str = "postgres"
+    password: SecretStr = SecretStr("")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "disable"
+    schema_name: Identifier = Field("public", alias="schema", description="Schema of the hot tables.")
+    pool_size: int = Field(4, ge=1, le=64)
+    connect_timeout_seconds: int = Field(10, ge=1)
+    statement_timeout_seconds: int = Field(900, ge=1, description="Bound on any one DELETE/VACUUM statement.")
+    lock_timeout_seconds: int = Field(30, ge=1, description="How long a DELETE waits for row locks before giving up.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    def conninfo(self) -> str:
+        """A libpq connection string (password included) for psycopg and DuckDB."""
+        return psycopg.conninfo.make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            user=self.user,
+            password=self.password.get_secret_value() or None,
+            sslmode=self.sslmode,
+            connect_timeout=self.connect_timeout_seconds,
+            application_name="postgres-ducklake-flusher",
+        )
+
+    def describe(self) -> str:
+        """Where this points, without secrets, for messages."""
+        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+class DuckLakeSettings(_Section):
+    catalog_path: SecretStr = Field(description="PostgreSQL catalog: libpq 'host=... dbname=...' or postgresql:// URI.")
+    data_path: str = Field(description="Where Parquet files go: a local folder or s3://bucket/prefix/.")
+    catalog_name: Identifier = "bronze_catalog"
+    schema_name: Identifier = "bronze"
+    metadata_schema: Identifier = "bronze_meta"
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_region: str | None = None
+    aws_endpoint: str | None = Field(None, description="host[:port] of an S3-compatible service (B2, MinIO).")
+    aws_url_style: Literal["vhost", "path"] = "vhost"
+    aws_use_ssl: bool = True
+    threads: int = Field(2, ge=1, le=256, description="DuckDB threads shared by all table flushes.")
+    memory_limit: str = Field("1GB", description="DuckDB memory_limit, e.g. 1GB.")
+    allow_catalog_migration: bool = Field(False, description="Let DuckLake migrate an older catalog format.")
+
+    @field_validator("catalog_path")
+    @classmethod
+    def _catalog_is_postgres(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value().removeprefix("ducklake:").removeprefix("postgres:")
+        try:
+            parts = psycopg.conninfo.conninfo_to_dict(raw)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"not a PostgreSQL connection string ({exc}); use 'host=... dbname=...'") from None
+        if not parts.get("dbname"):
+            raise ValueError("names no database; add dbname=... (or /dbname to the URI)")
+        return SecretStr(raw)
+
+    @field_validator("data_path")
+    @classmethod
+    def _data_path_usable(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty; give a local folder or s3://bucket/prefix/")
+        if "://" in value and not value.startswith(("s3://", "r2://", "gcs://", "gs://")):
+            raise ValueError(f"{value!r} has an unsupported scheme; use a local folder or s3://bucket/prefix/")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def is_remote(self) -> bool:
+        return "://" in self.data_path
+
+    def catalog_conninfo(self) -> str:
+        return self.catalog_path.get_secret_value()
+
+
+class VacuumSettings(_Section):
+    enabled: bool = True
+    every_n_flushes: int = Field(10, ge=1)
+
+
+class FlushSettings(_Section):
+    concurrency: int = Field(4, ge=1, le=32, description="Tables flushed at once.")
+    retries: int = Field(2, ge=0, le=10)
+    retry_delay_seconds: float = Field(2.0, ge=0)
+    max_ledgers_per_run: int = Field(0, ge=0, description="Cap per run for catch-up; 0 means no cap.")
+    lock_wait_seconds: float = Field(0, ge=0, description="Wait this long for a running flush, then skip.")
+    state_schema: Identifier = "flusher_state"
+    tables: list[str] | None = Field(None, description="Tables to flush; default: every table enabled in the registry.")
+    extra_tables: list[str] = Field(default_factory=list, description="Registry tables off by default to add.")
+
+
+class Settings(_Section):
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    postgres: PostgresSettings
+    ducklake: DuckLakeSettings
+    vacuum: VacuumSettings = Field(default_factory=VacuumSettings)
+    flush: FlushSettings = Field(default_factory=FlushSettings)
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """Override `section.key` with FLUSHER_SECTION_KEY, so secrets need not live in the file."""
+    merged = {section: dict(values or {}) for section, values in raw.items()}
+    for section, model in Settings.model_fields.items():
+        annotation = model.annotation
+        if not isinstance(annotation, type) or not issubclass(annotation, BaseModel):
+            continue
+        for key, field in annotation.model_fields.items():
+            for name in {key, field.alias or key}:
+                value = environ.get(f"{ENV_PREFIX}{section}_{name}".upper())
+                if value is not None:
+                    merged.setdefault(section, {})[name] = value
+    return merged
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key (check the spelling against config.yaml.example)")
+        elif error["type"] == "missing":
+            lines.append(f"{where}: required value is missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message} (got {error.get('input')!r})" if "secret" not in where and
+                         "password" not in where and "catalog_path" not in where else f"{where}: {message}")
+    return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))
+
+
+def settings_from_mapping(raw: dict[str, Any], source: str = "config", environ: dict[str, str] | None = None) -> Settings:
+    """Validate a parsed config mapping (plus environment overrides) into Settings."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration in {source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Settings.model_validate(_apply_env(raw, dict(os.environ if environ is None else environ)))
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+
+
+def load_settings(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate a YAML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}; pass --config with an existing file") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+    return settings_from_mapping(raw, str(file), environ)

@@ -1,0 +1,182 @@
+"""The PostgreSQL side: the flusher lock, the pinned snapshot and watermark, deletes and VACUUM."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from flusher.config import PostgresSettings
+from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE
+
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
+
+
+class HotBufferError(RuntimeError):
+    """The hot buffer could not be read or changed; the message says what to do."""
+
+
+class DeleteMismatch(HotBufferError):
+    """The delete would remove a different number of rows than the flush copied; it was rolled back."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What one run flushes: rows at or below `watermark`, as seen by `snapshot`."""
+
+    batch_id: int
+    watermark: int
+    snapshot: str
+    hot_min: int | None
+    hot_max: int | None
+    previous_watermark: int | None
+
+
+def lock_key(state_schema: str) -> str:
+    """The advisory-lock name: one flusher per hot buffer and state schema."""
+    return f"postgres-ducklake-flusher:{state_schema}"
+
+
+def connect(pg: PostgresSettings, autocommit: bool = True) -> psycopg.Connection:
+    """A connection with a message that names the server when it fails."""
+    try:
+        return psycopg.connect(pg.conninfo(), autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise HotBufferError(
+            f"cannot connect to PostgreSQL {pg.describe()}: {reason}. Check postgres.host/port/user/password "
+            "and that the server is running."
+        ) from None
+
+
+def make_pool(pg: PostgresSettings) -> ConnectionPool:
+    """A small pool of autocommit connections for state writes, deletes and VACUUM."""
+    connect(pg).close()  # fail fast with a clear message instead of a pool timeout
+    return ConnectionPool(
+        pg.conninfo(), min_size=1, max_size=pg.pool_size, kwargs={"autocommit": True}, open=True, name="flusher"
+    )
+
+
+class ControlSession:
+    """Holds the flusher lock and the exported snapshot from the watermark until the last delete has started."""
+
+    def __init__(self, pg: PostgresSettings) -> None:
+        self.pg = pg
+        self.conn = connect(pg)
+        self.snapshot: str | None = None
+
+    def try_lock(self, key: str, wait_seconds: float) -> bool:
+        """Take the session-level advisory lock, waiting up to wait_seconds; the lock dies with the connection."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            if self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    def lock_holder(self, key: str) -> int | None:
+        """The backend pid holding the flusher lock, for the 'skipped' message."""
+        row = self.conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0) LIMIT 1",
+            (key,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def pin_snapshot(self) -> tuple[str, int | None, int | None]:
+        """Open the REPEATABLE READ transaction, export its snapshot, and read min/max ledger in it."""
+        self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        table = sql.Identifier(self.pg.schema_name, WATERMARK_TABLE)
+        column = sql.Identifier(WATERMARK_COLUMN)
+        try:
+            snapshot, low, high = self.conn.execute(
+                sql.SQL("SELECT pg_export_snapshot(), min({c}), max({c}) FROM {t}").format(c=column, t=table)
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            self.conn.execute("ROLLBACK")
+            raise HotBufferError(
+                f"the watermark table {self.pg.schema_name}.{WATERMARK_TABLE} does not exist in {self.pg.describe()}; "
+                "create the hot-buffer schema (schema/hot_buffer.sql) or fix postgres.database/schema"
+            ) from None
+        self.snapshot = snapshot
+        return snapshot, low, high
+
+    def count_at_or_below(self, table: str, column: str, watermark: int) -> int:
+        """Rows a flush would move, seen in the pinned snapshot (for dry runs)."""
+        query = sql.SQL("SELECT count(*) FROM {t} WHERE {c} <= %s").format(
+            t=sql.Identifier(self.pg.schema_name, table), c=sql.Identifier(column)
+        )
+        return self.conn.execute(query, (watermark,)).fetchone()[0]
+
+    def release(self) -> None:
+        """End the snapshot transaction (its exported snapshot becomes unusable)."""
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.conn.execute("ROLLBACK")
+        self.snapshot = None
+
+    def close(self) -> None:
+        """Close the connection, which also frees the advisory lock."""
+        self.conn.close()
+
+
+def choose_watermark(hot_min: int | None, hot_max: int | None, previous: int | None, max_ledgers: int) -> int | None:
+    """The ledger to flush up to: the hot maximum, or the previous watermark so late rows still move; capped for catch-up.
+
+    The cap counts from the oldest ledger in the hot buffer, but never goes below the previous watermark.
+    """
+    candidates = [v for v in (hot_max, previous) if v is not None]
+    if not candidates:
+        return None
+    watermark = max(candidates)
+    if max_ledgers > 0 and hot_min is not None:
+        floor = previous if previous is not None else hot_min
+        watermark = min(watermark, max(hot_min + max_ledgers - 1, floor))
+    return watermark
+
+
+def validate_snapshot_id(snapshot: str) -> str:
+    if not _SNAPSHOT_ID.match(snapshot):
+        raise ValueError(f"not a PostgreSQL snapshot id: {snapshot!r}")
+    return snapshot
+
+
+def delete_at_snapshot(
+    conn: psycopg.Connection,
+    pg: PostgresSettings,
+    table: str,
+    column: str,
+    watermark: int,
+    snapshot: str,
+) -> int:
+    """DELETE rows <= watermark as seen by the flush's snapshot, inside the caller's open transaction."""
+    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(validate_snapshot_id(snapshot))))
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{pg.lock_timeout_seconds}s")))
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{pg.statement_timeout_seconds}s")))
+    query = sql.SQL("DELETE FROM {t} WHERE {c} <= %s").format(
+        t=sql.Identifier(pg.schema_name, table), c=sql.Identifier(column)
+    )
+    return conn.execute(query, (watermark,)).rowcount
+
+
+def vacuum_analyze(pool: ConnectionPool, pg: PostgresSettings, table: str) -> None:
+    with pool.connection() as conn:
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(pg.schema_name, table)))
+
+
+def hot_row_counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int | None]:
+    """Exact row counts per hot table (None where the table is missing)."""
+    counts: dict[str, int | None] = {}
+    for table in tables:
+        try:
+            with conn.transaction():
+                counts[table] = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+                ).fetchone()[0]
+        except psycopg.errors.UndefinedTable:
+            counts[table] = None
+    return counts

@@ -1,0 +1,55 @@
+"""Everything one run holds open: settings, the connection pool, state, the control session and the lake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from psycopg_pool import ConnectionPool
+
+from flusher.config import Settings
+from flusher.hot import ControlSession, make_pool
+from flusher.lake import HOT, Column, LakeSession
+from flusher.state import StateStore
+
+
+@dataclass
+class RunResources:
+    settings: Settings
+    pool: ConnectionPool
+    state: StateStore
+    control: ControlSession
+    lake: LakeSession | None = None
+    hot_columns: dict[str, list[Column]] = field(default_factory=dict)
+    lake_columns: dict[str, list[Column]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, settings: Settings) -> RunResources:
+        """Connect to PostgreSQL and make sure the state tables exist (the lake is opened later, once locked)."""
+        pool = make_pool(settings.postgres)
+        try:
+            state = StateStore(pool, settings.flush.state_schema)
+            state.ensure()
+            return cls(settings, pool, state, ControlSession(settings.postgres))
+        except BaseException:
+            pool.close()
+            raise
+
+    def open_lake(self, tables: list[str]) -> LakeSession:
+        """Attach the lake, create missing Bronze tables, and read both sides' columns once for the run."""
+        self.lake = LakeSession(self.settings)
+        self.lake.ensure_tables(tables)
+        self.hot_columns = self.lake.columns_by_table(HOT, self.settings.postgres.schema_name)
+        self.lake_columns = self.lake.columns_by_table(self.lake.lake, self.lake.schema)
+        return self.lake
+
+    def close(self) -> None:
+        if self.lake is not None:
+            self.lake.close()
+        self.control.close()
+        self.pool.close()
+
+    def __enter__(self) -> RunResources:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,52 @@
+"""Where a run's settings come from: a YAML file, Prefect blocks, or both (blocks win for credentials)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+from flusher.config import ConfigError, Settings, load_settings, settings_from_mapping
+
+CONFIG_ENV = "FLUSHER_CONFIG"
+
+
+def postgres_from_connector(name: str) -> dict[str, Any]:
+    """The `postgres` section from a prefect-sqlalchemy SqlAlchemyConnector block."""
+    from prefect_sqlalchemy import SqlAlchemyConnector
+
+    info = SqlAlchemyConnector.load(name).connection_info
+    if isinstance(info, str) or not hasattr(info, "host"):
+        raise ConfigError(f"block {name!r} must use ConnectionComponents (host, port, ...), not a URL string")
+    section = {"host": info.host, "port": info.port, "database": info.database, "user": info.username}
+    if info.password is not None:
+        section["password"] = info.password.get_secret_value()
+    return {k: v for k, v in section.items() if v is not None}
+
+
+def ducklake_from_block(name: str) -> dict[str, Any]:
+    from blocks.ducklake import DuckLakeBronze
+
+    return DuckLakeBronze.load(name).as_settings()
+
+
+def resolve_settings(
+    config_path: str | None = None, postgres_block: str | None = None, ducklake_block: str | None = None
+) -> Settings:
+    """Settings from the config file (or $FLUSHER_CONFIG), with the named blocks' credentials on top."""
+    config_path = config_path or os.environ.get(CONFIG_ENV)
+    if not (postgres_block or ducklake_block):
+        if not config_path:
+            raise ConfigError(
+                f"no configuration: pass config_path, set ${CONFIG_ENV}, or name postgres_block and ducklake_block"
+            )
+        return load_settings(config_path)
+    raw: dict[str, Any] = {}
+    if config_path:
+        raw = yaml.safe_load(open(config_path)) or {}
+    if postgres_block:
+        raw["postgres"] = {**raw.get("postgres", {}), **postgres_from_connector(postgres_block)}
+    if ducklake_block:
+        raw["ducklake"] = {**raw.get("ducklake", {}), **ducklake_from_block(ducklake_block)}
+    return settings_from_mapping(raw, f"blocks {postgres_block!r}/{ducklake_block!r}")

@@ -1,0 +1,180 @@
+"""The flusher's persistent state (runs and per-table batches) in its own PostgreSQL schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+OPEN_STATUSES = ("pending", "committed", "failed")
+
+
+@dataclass(frozen=True)
+class StateSummary:
+    flush_count: int
+    failed_count: int
+    last_flush_time: datetime | None
+    last_watermark: int | None
+    total_flushed: int
+    total_deleted: int
+    tables: dict[str, dict[str, Any]]
+
+
+class StateStore:
+    """Reads and writes runs and table batches; every write is its own short transaction unless given a connection."""
+
+    def __init__(self, pool: ConnectionPool, schema: str) -> None:
+        self.pool = pool
+        self.schema = sql.Identifier(schema)
+
+    def _q(self, text: str) -> sql.Composed:
+        return sql.SQL(text).format(schema=self.schema)
+
+    def _execute(self, text: str, params: tuple | dict = ()) -> list[tuple]:
+        with self.pool.connection() as conn:
+            cur = conn.execute(self._q(text), params)
+            return cur.fetchall() if cur.description else []
+
+    def ensure(self) -> None:
+        """Create the state schema and tables if missing."""
+        ddl = resources.files("schema").joinpath("flusher_state.sql").read_text()
+        with self.pool.connection() as conn:
+            conn.execute(self._q(ddl))
+
+    def reconcile(self) -> None:
+        """Bring table_batches.status in line with confirmed_batches (a crash can fall between the two)."""
+        self._execute(
+            "UPDATE {schema}.table_batches b SET status = 'confirmed', rows_deleted = c.rows_deleted, "
+            "delete_seconds = c.delete_seconds, error = NULL, updated_at = now() FROM {schema}.confirmed_batches c "
+            "WHERE c.batch_id = b.batch_id AND c.table_name = b.table_name AND b.status <> 'confirmed'"
+        )
+
+    def start_run(self, flow_run_id: str | None) -> int:
+        """Open a run (the caller holds the flusher lock, so any run still 'running' died) and return its batch id."""
+        self.reconcile()
+        self._execute(
+            "UPDATE {schema}.runs SET status = 'abandoned', finished_at = now(), "
+            "message = 'the process stopped before the run finished' WHERE status = 'running'"
+        )
+        return self._execute("INSERT INTO {schema}.runs (flow_run_id) VALUES (%s) RETURNING batch_id", (flow_run_id,))[0][0]
+
+    def last_watermark(self) -> int | None:
+        """The highest watermark any table was confirmed at."""
+        return self._execute("SELECT max(watermark) FROM {schema}.table_batches WHERE status = 'confirmed'")[0][0]
+
+    def open_batches(self, table: str) -> list[int]:
+        """Batches of `table` whose lake commit (if any) was never confirmed by a delete."""
+        rows = self._execute(
+            "SELECT batch_id FROM {schema}.table_batches b WHERE table_name = %s AND status = ANY(%s) "
+            "AND NOT EXISTS (SELECT 1 FROM {schema}.confirmed_batches c "
+            "  WHERE c.batch_id = b.batch_id AND c.table_name = b.table_name) ORDER BY batch_id",
+            (table, list(OPEN_STATUSES)),
+        )
+        return [r[0] for r in rows]
+
+    def record_pending(self, batch: int, table: str, watermark: int) -> None:
+        self._execute(
+            "INSERT INTO {schema}.table_batches (batch_id, table_name, watermark, status) VALUES (%s, %s, %s, 'pending') "
+            "ON CONFLICT (batch_id, table_name) DO UPDATE SET status = 'pending', error = NULL, updated_at = now()",
+            (batch, table, watermark),
+        )
+
+    def record_committed(
+        self, batch: int, table: str, snapshot_id: int | None, rows: int, seconds: float, undone: list[int]
+    ) -> None:
+        """The lake commit exists (or nothing needed committing): note it and retire the batches it undid."""
+        with self.pool.connection() as conn, conn.transaction():
+            status = "committed" if rows else "confirmed"
+            conn.execute(
+                self._q(
+                    "UPDATE {schema}.table_batches SET status = %s, lake_snapshot_id = %s, rows_flushed = %s, "
+                    "rows_deleted = CASE WHEN %s = 'confirmed' THEN 0 END, flush_seconds = %s, updated_at = now() "
+                    "WHERE batch_id = %s AND table_name = %s"
+                ),
+                (status, snapshot_id, rows, status, seconds, batch, table),
+            )
+            if undone:
+                conn.execute(
+                    self._q(
+                        "UPDATE {schema}.table_batches SET status = 'undone', updated_at = now() "
+                        "WHERE table_name = %s AND batch_id = ANY(%s) AND batch_id <> %s"
+                    ),
+                    (table, undone, batch),
+                )
+
+    def record_failed(self, batch: int, table: str, error: str) -> None:
+        self._execute(
+            "UPDATE {schema}.table_batches SET status = 'failed', error = %s, updated_at = now() "
+            "WHERE batch_id = %s AND table_name = %s AND status <> 'confirmed'",
+            (error[:2000], batch, table),
+        )
+
+    def confirm(self, conn: psycopg.Connection, batch: int, table: str, rows_deleted: int, seconds: float) -> None:
+        """Record a batch as deleted, inside the caller's delete transaction (so both commit or neither)."""
+        conn.execute(
+            self._q(
+                "INSERT INTO {schema}.confirmed_batches (batch_id, table_name, rows_deleted, delete_seconds) "
+                "VALUES (%s, %s, %s, %s)"
+            ),
+            (batch, table, rows_deleted, seconds),
+        )
+
+    def finish_run(self, batch: int, status: str, watermark: int | None, message: str | None, vacuumed: bool) -> None:
+        self._execute(
+            "UPDATE {schema}.runs r SET status = %s, watermark = %s, message = %s, vacuumed = %s, finished_at = now(), "
+            "rows_flushed = coalesce((SELECT sum(rows_flushed) FROM {schema}.table_batches b "
+            "  WHERE b.batch_id = r.batch_id AND b.status IN ('committed', 'confirmed')), 0), "
+            "rows_deleted = coalesce((SELECT sum(rows_deleted) FROM {schema}.table_batches b "
+            "  WHERE b.batch_id = r.batch_id AND b.status = 'confirmed'), 0) "
+            "WHERE batch_id = %s",
+            (status, watermark, message, vacuumed, batch),
+        )
+
+    def vacuum_due(self, every_n: int) -> bool:
+        """True when this is the Nth completed run since the last VACUUM (counted in PostgreSQL, so restarts keep it)."""
+        (since,) = self._execute(
+            "SELECT count(*) FROM {schema}.runs WHERE status = 'completed' AND batch_id > "
+            "coalesce((SELECT max(batch_id) FROM {schema}.runs WHERE vacuumed), 0)"
+        )[0]
+        return since + 1 >= every_n
+
+    def summary(self) -> StateSummary:
+        """Totals and per-table figures for status, /health and /metrics."""
+        with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            runs = cur.execute(
+                self._q(
+                    "SELECT count(*) FILTER (WHERE status = 'completed') AS flush_count, "
+                    "count(*) FILTER (WHERE status = 'failed') AS failed_count, "
+                    "max(finished_at) FILTER (WHERE status = 'completed') AS last_flush_time FROM {schema}.runs"
+                )
+            ).fetchone()
+            tables = cur.execute(
+                self._q(
+                    "SELECT table_name, "
+                    "coalesce(sum(rows_flushed) FILTER (WHERE status = 'confirmed'), 0) AS rows_flushed, "
+                    "coalesce(sum(rows_deleted) FILTER (WHERE status = 'confirmed'), 0) AS rows_deleted, "
+                    "max(watermark) FILTER (WHERE status = 'confirmed') AS last_watermark, "
+                    "max(batch_id) AS last_batch, "
+                    "(array_agg(status ORDER BY batch_id DESC))[1] AS last_status, "
+                    "(array_agg(error ORDER BY batch_id DESC))[1] AS last_error "
+                    "FROM {schema}.table_batches GROUP BY table_name ORDER BY table_name"
+                )
+            ).fetchall()
+        per_table = {t["table_name"]: t for t in tables}
+        watermarks = [t["last_watermark"] for t in tables if t["last_watermark"] is not None]
+        return StateSummary(
+            flush_count=runs["flush_count"],
+            failed_count=runs["failed_count"],
+            last_flush_time=runs["last_flush_time"],
+            last_watermark=max(watermarks) if watermarks else None,
+            total_flushed=sum(t["rows_flushed"] for t in tables),
+            total_deleted=sum(t["rows_deleted"] for t in tables),
+            tables=per_table,
+        )

@@ -1,0 +1,32 @@
+"""The `status` report: per table, rows still in the hot buffer, rows flushed, and the last batch."""
+
+from __future__ import annotations
+
+from flusher.config import Settings
+from flusher.hot import connect, hot_row_counts, make_pool
+from flusher.registry import selected_tables
+from flusher.state import StateStore
+
+
+def render_status(settings: Settings) -> str:
+    names = [t.name for t in selected_tables(settings.flush)]
+    with make_pool(settings.postgres) as pool:
+        state = StateStore(pool, settings.flush.state_schema)
+        state.ensure()
+        summary = state.summary()
+    with connect(settings.postgres) as conn:
+        hot = hot_row_counts(conn, settings.postgres.schema_name, names)
+    lines = [
+        f"flushes: {summary.flush_count} completed, {summary.failed_count} failed; "
+        f"last: {summary.last_flush_time or 'never'}; watermark: {summary.last_watermark}; "
+        f"rows flushed: {summary.total_flushed}, deleted: {summary.total_deleted}",
+        f"{'table':34} {'in hot':>10} {'flushed':>12} {'last batch':>10}  status",
+    ]
+    for name in names:
+        t = summary.tables.get(name, {})
+        in_hot = "missing" if hot[name] is None else str(hot[name])
+        status = t.get("last_status") or "-"
+        if t.get("last_error") and status != "confirmed":
+            status += f" ({t['last_error'][:80]})"
+        lines.append(f"{name:34} {in_hot:>10} {t.get('rows_flushed', 0):>12} {str(t.get('last_batch') or '-'):>10}  {status}")
+    return "\n".join(lines)

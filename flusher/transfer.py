@@ -1,0 +1,150 @@
+"""Copying one table from the hot buffer into the lake, by column name, in one labelled lake commit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import duckdb
+
+from flusher import failpoints
+from flusher.hot import Mark, validate_snapshot_id
+from flusher.lake import COMMIT_AUTHOR, HOT, Column, LakeSession
+from flusher.quoting import quote_ident, quote_literal
+from flusher.registry import TableSpec
+
+# Hot (PostgreSQL, as DuckDB sees it) types the lake stores as they are.
+_SAME_TYPES = {
+    "BOOLEAN", "SMALLINT", "INTEGER", "BIGINT", "REAL", "FLOAT", "DOUBLE", "VARCHAR", "DATE", "TIME",
+    "TIMESTAMP", "UUID", "BLOB", "INTERVAL", "HUGEINT",
+}
+
+
+class SchemaMismatch(RuntimeError):
+    """A hot column cannot be stored in the lake table; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    select: list[str]  # expressions, each aliased to its lake column name
+    add_to_lake: list[Column] = field(default_factory=list)  # hot columns the lake table lacks
+    missing_in_hot: list[str] = field(default_factory=list)  # lake columns left NULL
+
+
+def lake_type_for(hot_type: str) -> str | None:
+    """The lake type that stores a hot column's values losslessly, or None if there is none."""
+    if hot_type == "TIMESTAMP WITH TIME ZONE":
+        return "TIMESTAMP"  # UTC wall time; the session runs with TimeZone=UTC
+    if hot_type.endswith("[]") or hot_type == "JSON":
+        return "VARCHAR"  # arrays as JSON text, JSONB as its text
+    if hot_type in _SAME_TYPES or hot_type.startswith("DECIMAL("):
+        return hot_type
+    return None
+
+
+def _expression(column: Column, lake_type: str) -> str:
+    name = quote_ident(column.name)
+    if column.type.endswith("[]"):
+        return f"CAST(to_json({name}) AS VARCHAR) AS {name}"
+    if column.type == lake_type:
+        return name
+    return f"CAST({name} AS {lake_type}) AS {name}"
+
+
+def plan_columns(table: str, hot: list[Column], lake: list[Column]) -> ColumnPlan:
+    """Match hot columns to lake columns by name (never position); new hot columns are added to the lake."""
+    lake_types = {c.name: c.type for c in lake}
+    select, add = [], []
+    for column in hot:
+        target = lake_types.get(column.name) or lake_type_for(column.type)
+        if target is None:
+            raise SchemaMismatch(
+                f"column {table}.{column.name} has type {column.type}, which the lake cannot store; "
+                "change its type in PostgreSQL or leave the table out of flush.tables"
+            )
+        if column.name not in lake_types:
+            add.append(Column(column.name, target))
+        select.append(_expression(column, target))
+    hot_names = {c.name for c in hot}
+    return ColumnPlan(select, add, [c.name for c in lake if c.name not in hot_names])
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    rows: int
+    snapshot_id: int | None  # the lake snapshot of this commit; None when nothing was committed
+    undone_snapshots: list[int]
+    added_columns: list[str]
+
+
+def label(spec: TableSpec, mark: Mark) -> tuple[str, str]:
+    """The commit message and extra info that identify this table's commit for this batch."""
+    info = {"table": spec.name, "batch": mark.batch_id, "watermark": mark.watermark}
+    return f"flush {spec.name} batch {mark.batch_id} up to ledger {mark.watermark}", json.dumps(info)
+
+
+def labelled_snapshots(cur: duckdb.DuckDBPyConnection, lake: str, table: str, batches: list[int]) -> list[int]:
+    """Lake snapshots this flusher committed for `table` in any of `batches`."""
+    if not batches:
+        return []
+    rows = cur.execute(
+        f"SELECT snapshot_id FROM {quote_ident(lake)}.snapshots() "
+        "WHERE author = ? AND json_extract_string(commit_extra_info, '$.table') = ? "
+        "AND TRY_CAST(json_extract_string(commit_extra_info, '$.batch') AS BIGINT) IN (SELECT unnest(?::BIGINT[])) "
+        "ORDER BY snapshot_id",
+        [COMMIT_AUTHOR, table, batches],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def copy_table(
+    session: LakeSession, spec: TableSpec, mark: Mark, hot: list[Column], lake: list[Column], undo: list[int]
+) -> CopyResult:
+    """One lake transaction: undo unconfirmed earlier commits of this table, insert rows <= watermark, label, commit.
+
+    `undo` lists batches whose labelled commits (if they exist) must go: their rows are still in PostgreSQL and
+    are read again here, so the lake ends up with each row once.
+    """
+    plan = plan_columns(spec.name, hot, lake)
+    target = session.table(spec.name)
+    cur = session.cursor()
+    cur.execute("BEGIN")
+    try:
+        # Must come before anything else reads `hot` in this transaction: every scan then sees the watermark's snapshot.
+        snapshot = quote_literal(validate_snapshot_id(mark.snapshot))
+        cur.execute(f"CALL postgres_execute({quote_literal(HOT)}, {quote_literal('SET TRANSACTION SNAPSHOT ' + snapshot)})")
+        for column in plan.add_to_lake:
+            cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column.name)} {column.type}")
+        undone = labelled_snapshots(cur, session.lake, spec.name, undo)
+        if undone:
+            cur.execute(f"DELETE FROM {target} WHERE snapshot_id IN (SELECT unnest(?::BIGINT[]))", [undone])
+        rows = cur.execute(
+            f"INSERT INTO {target} BY NAME SELECT {', '.join(plan.select)} FROM {session.hot_table(spec.name)} "
+            f"WHERE {quote_ident(spec.ledger_column)} <= ?",
+            [mark.watermark],
+        ).fetchone()[0]
+        if rows == 0 and not undone and not plan.add_to_lake:
+            cur.execute("ROLLBACK")
+            return CopyResult(0, None, [], [])
+        message, info = label(spec, mark)
+        cur.execute(
+            f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)", [COMMIT_AUTHOR, message, info]
+        )
+        failpoints.hit("before_lake_commit", spec.name)
+        cur.execute("COMMIT")
+    except BaseException:
+        _rollback(cur)
+        raise
+    finally:
+        cur.close()
+    failpoints.hit("after_lake_commit", spec.name)
+    with session.cursor() as check:
+        committed = labelled_snapshots(check, session.lake, spec.name, [mark.batch_id])
+    return CopyResult(rows, committed[-1] if committed else None, undone, [c.name for c in plan.add_to_lake])
+
+
+def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # the transaction is already gone; nothing was committed

@@ -1,0 +1,53 @@
+-- The flusher's own state, in the hot-buffer database so that a delete and its confirmation commit together.
+-- {schema} is replaced by flush.state_schema (quoted). Idempotent; never drops anything.
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- One row per run that took the lock. batch_id labels the run's lake commits.
+CREATE TABLE IF NOT EXISTS {schema}.runs (
+    batch_id      BIGSERIAL PRIMARY KEY,
+    flow_run_id   TEXT,
+    started_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at   TIMESTAMPTZ,
+    watermark     BIGINT,
+    status        TEXT NOT NULL DEFAULT 'running',  -- running | completed | failed | abandoned | empty
+    rows_flushed  BIGINT NOT NULL DEFAULT 0,
+    rows_deleted  BIGINT NOT NULL DEFAULT 0,
+    vacuumed      BOOLEAN NOT NULL DEFAULT false,
+    message       TEXT
+);
+
+-- One row per table per run. Life cycle:
+--   pending   written before the lake transaction; a lake commit labelled (table, batch) may or may not exist
+--   committed the lake commit exists (lake_snapshot_id); its rows are still in PostgreSQL
+--   failed    the flush raised; as with pending, a labelled lake commit may exist
+--   confirmed the rows were deleted from PostgreSQL (a confirmed_batches row says so; this status follows it)
+--   undone    a later lake commit removed this batch's rows from the lake (they were re-flushed)
+-- Any labelled lake rows of a pending, committed or failed batch are removed by the table's next flush.
+CREATE TABLE IF NOT EXISTS {schema}.table_batches (
+    batch_id          BIGINT NOT NULL REFERENCES {schema}.runs (batch_id),
+    table_name        TEXT NOT NULL,
+    watermark         BIGINT NOT NULL,
+    status            TEXT NOT NULL,
+    lake_snapshot_id  BIGINT,
+    rows_flushed      BIGINT,
+    rows_deleted      BIGINT,
+    flush_seconds     DOUBLE PRECISION,
+    delete_seconds    DOUBLE PRECISION,
+    error             TEXT,
+    updated_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch_id, table_name)
+);
+
+CREATE INDEX IF NOT EXISTS table_batches_open
+    ON {schema}.table_batches (table_name) WHERE status IN ('pending', 'committed', 'failed');
+
+-- Written in the same transaction as the DELETE. That transaction runs on the flush's snapshot, older than the
+-- table_batches row, so it can only INSERT here; this table, not table_batches.status, is the truth.
+CREATE TABLE IF NOT EXISTS {schema}.confirmed_batches (
+    batch_id        BIGINT NOT NULL,
+    table_name      TEXT NOT NULL,
+    rows_deleted    BIGINT NOT NULL,
+    delete_seconds  DOUBLE PRECISION,
+    confirmed_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch_id, table_name)
+);

@@ -1,0 +1,58 @@
+"""DELETE: remove a flushed table's rows from PostgreSQL and confirm the batch, atomically."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psycopg
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flusher import failpoints
+from flusher.hot import DeleteMismatch, Mark, delete_at_snapshot
+from flusher.registry import TableSpec
+from flusher.resources import RunResources
+
+# The row changed or stayed locked after the flush read it: leave the batch unconfirmed; the next run re-flushes it.
+_RETRY_NEXT_RUN = (psycopg.errors.SerializationFailure, psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    table: str
+    rows: int
+    seconds: float
+    deferred: str | None = None  # why the delete was left to the next run
+
+
+@task(name="delete-flushed", task_run_name="delete-{spec.name}", cache_policy=NO_CACHE, persist_result=False)
+def delete_flushed(res: RunResources, spec: TableSpec, mark: Mark, rows_flushed: int) -> DeleteOutcome:
+    """In one transaction on the flush's snapshot: DELETE rows <= watermark and mark the batch confirmed."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    with res.pool.connection() as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        try:
+            deleted = delete_at_snapshot(conn, res.settings.postgres, spec.name, spec.ledger_column, mark.watermark, mark.snapshot)
+            if deleted != rows_flushed:
+                raise DeleteMismatch(
+                    f"{spec.name}: the delete matched {deleted} rows but the flush copied {rows_flushed}; rolled back"
+                )
+            failpoints.hit("in_delete", spec.name)
+            res.state.confirm(conn, mark.batch_id, spec.name, deleted, time.perf_counter() - started)
+            conn.execute("COMMIT")
+        except _RETRY_NEXT_RUN as exc:
+            conn.execute("ROLLBACK")
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+            logger.warning("Left %s for the next run: rows changed or were locked after the flush read them (%s)", spec.name, reason)
+            return DeleteOutcome(spec.name, 0, time.perf_counter() - started, deferred=reason)
+        except BaseException:
+            if not conn.closed:
+                conn.execute("ROLLBACK")
+            raise
+    failpoints.hit("after_delete", spec.name)
+    res.state.reconcile()
+    seconds = time.perf_counter() - started
+    logger.info("Deleted %s rows from %s in PostgreSQL in %.2fs", deleted, spec.name, seconds)
+    return DeleteOutcome(spec.name, deleted, seconds)

@@ -1,0 +1,80 @@
+"""FLUSH: copy one table's rows at or below the watermark into the lake, exactly once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import duckdb
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flusher.hot import Mark
+from flusher.lake import redact
+from flusher.registry import TableSpec
+from flusher.resources import RunResources
+from flusher.transfer import SchemaMismatch, copy_table
+
+
+class TableFlushError(RuntimeError):
+    """One table could not be flushed; its rows stay in PostgreSQL."""
+
+
+@dataclass(frozen=True)
+class FlushOutcome:
+    table: str
+    rows: int
+    lake_snapshot_id: int | None
+    seconds: float
+    undone_batches: int
+    added_columns: list[str]
+
+
+def _check_hot_table(res: RunResources, spec: TableSpec) -> None:
+    columns = res.hot_columns.get(spec.name)
+    pg = res.settings.postgres
+    if columns is None:
+        raise TableFlushError(
+            f"table {pg.schema_name}.{spec.name} does not exist in PostgreSQL {pg.describe()}; "
+            "create it (schema/hot_buffer.sql) or remove it from flush.tables"
+        )
+    if spec.ledger_column not in {c.name for c in columns}:
+        raise TableFlushError(
+            f"table {pg.schema_name}.{spec.name} has no ledger column {spec.ledger_column!r}; "
+            "fix the table or its ledger_column in schema/tables.yaml"
+        )
+
+
+@task(
+    name="flush-table",
+    task_run_name="flush-{spec.name}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def flush_table(res: RunResources, spec: TableSpec, mark: Mark) -> FlushOutcome:
+    """Undo this table's unconfirmed lake commits and copy rows <= watermark in one labelled lake commit."""
+    logger = get_run_logger()
+    assert res.lake is not None, "open the lake before flushing"
+    started = time.perf_counter()
+    try:
+        _check_hot_table(res, spec)
+        res.state.record_pending(mark.batch_id, spec.name, mark.watermark)
+        undo = res.state.open_batches(spec.name)
+        result = copy_table(res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo)
+    except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
+        message = redact(str(exc), res.settings.postgres.password.get_secret_value())
+        if not isinstance(exc, TableFlushError):
+            message = f"flushing {spec.name} (ledgers <= {mark.watermark}) failed: {message}"
+        res.state.record_failed(mark.batch_id, spec.name, message)
+        raise TableFlushError(message) from None
+    seconds = time.perf_counter() - started
+    res.state.record_committed(mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo)
+    if result.undone_snapshots:
+        logger.warning(
+            "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",
+            len(result.undone_snapshots), spec.name, result.undone_snapshots,
+        )
+    if result.added_columns:
+        logger.info("Added columns %s to lake table %s", result.added_columns, spec.name)
+    logger.info("Flushed %s rows from %s to DuckLake in %.2fs", result.rows, spec.name, seconds)
+    return FlushOutcome(spec.name, result.rows, result.snapshot_id, seconds, len(result.undone_snapshots), result.added_columns)

@@ -1,0 +1,124 @@
+"""The run summary: what each table did, as a log line, a table artifact and a markdown artifact in the UI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flusher.hot import Mark
+from flusher.registry import TableSpec
+from tasks.delete import DeleteOutcome
+from tasks.flush import FlushOutcome
+
+
+@dataclass
+class TableLine:
+    table: str
+    status: str  # flushed | empty | failed | deferred
+    rows_flushed: int = 0
+    rows_deleted: int = 0
+    flush_seconds: float = 0.0
+    delete_seconds: float = 0.0
+    lake_snapshot_id: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunReport:
+    mark: Mark
+    lines: list[TableLine]
+    vacuum_seconds: float | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        mark: Mark,
+        specs: list[TableSpec],
+        flushes: dict[str, tuple[FlushOutcome | None, str | None]],
+        deletes: dict[str, tuple[DeleteOutcome | None, str | None]],
+    ) -> RunReport:
+        lines = []
+        for spec in specs:
+            outcome, error = flushes[spec.name]
+            if outcome is None:
+                lines.append(TableLine(spec.name, "failed", error=error))
+                continue
+            line = TableLine(spec.name, "flushed" if outcome.rows else "empty", outcome.rows,
+                             flush_seconds=outcome.seconds, lake_snapshot_id=outcome.lake_snapshot_id)
+            deleted, delete_error = deletes.get(spec.name, (None, None))
+            if delete_error:
+                line.status, line.error = "failed", f"delete failed: {delete_error}"
+            elif deleted is not None and deleted.deferred:
+                line.status, line.error = "deferred", f"delete left for the next run: {deleted.deferred}"
+            elif deleted is not None:
+                line.rows_deleted, line.delete_seconds = deleted.rows, deleted.seconds
+            lines.append(line)
+        return cls(mark, lines)
+
+    @property
+    def failed_tables(self) -> list[TableLine]:
+        return [line for line in self.lines if line.status == "failed"]
+
+    @property
+    def rows_flushed(self) -> int:
+        return sum(line.rows_flushed for line in self.lines if line.status == "flushed")
+
+    @property
+    def rows_deleted(self) -> int:
+        return sum(line.rows_deleted for line in self.lines)
+
+    def headline(self) -> str:
+        text = (
+            f"watermark {self.mark.watermark}: flushed {self.rows_flushed} rows, deleted {self.rows_deleted}, "
+            f"{len(self.lines) - len(self.failed_tables)}/{len(self.lines)} tables ok"
+        )
+        if self.failed_tables:
+            text += "; FAILED: " + "; ".join(f"{line.table}: {line.error}" for line in self.failed_tables)
+        return text
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "table": line.table,
+                "status": line.status,
+                "rows_flushed": line.rows_flushed,
+                "rows_deleted": line.rows_deleted,
+                "flush_seconds": round(line.flush_seconds, 3),
+                "delete_seconds": round(line.delete_seconds, 3),
+                "lake_snapshot_id": line.lake_snapshot_id,
+                "error": line.error or "",
+            }
+            for line in self.lines
+        ]
+
+    def markdown(self) -> str:
+        vacuum = "not due" if self.vacuum_seconds is None else f"ran in {self.vacuum_seconds:.2f}s"
+        lines = [
+            f"# Bronze flush, batch {self.mark.batch_id}",
+            f"- watermark: **{self.mark.watermark}** (hot ledgers {self.mark.hot_min}..{self.mark.hot_max}, "
+            f"previous {self.mark.previous_watermark})",
+            f"- rows flushed: **{self.rows_flushed}**, rows deleted: **{self.rows_deleted}**",
+            f"- tables: {len(self.lines) - len(self.failed_tables)} ok, {len(self.failed_tables)} failed",
+            f"- VACUUM ANALYZE: {vacuum}",
+            f"- duration: {self.seconds:.2f}s",
+        ]
+        lines += [f"- **{line.table} failed**: {line.error}" for line in self.failed_tables]
+        return "\n".join(lines)
+
+
+def publish_report(report: RunReport) -> None:
+    """Log the summary and attach it to the flow run as artifacts."""
+    logger = get_run_logger()
+    logger.info(
+        "Flush completed in %.2fs (watermark=%s, flushed=%s, deleted=%s)",
+        report.seconds, report.mark.watermark, report.rows_flushed, report.rows_deleted,
+    )
+    for line in report.failed_tables:
+        logger.error("Table %s failed and stays in PostgreSQL: %s", line.table, line.error)
+    create_table_artifact(table=report.rows(), key="bronze-flush-tables", description=report.headline())
+    create_markdown_artifact(markdown=report.markdown(), key="bronze-flush-summary", description=report.headline())

@@ -1,0 +1,24 @@
+"""VACUUM ANALYZE the flushed tables, every Nth completed flush."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flusher import failpoints
+from flusher.hot import vacuum_analyze
+from flusher.resources import RunResources
+
+
+@task(name="vacuum-analyze", cache_policy=NO_CACHE, persist_result=False)
+def vacuum_tables(res: RunResources, tables: list[str]) -> float:
+    """Reclaim the space of deleted rows and refresh planner statistics; returns seconds spent."""
+    failpoints.hit("before_vacuum")
+    started = time.perf_counter()
+    for table in tables:
+        vacuum_analyze(res.pool, res.settings.postgres, table)
+    seconds = time.perf_counter() - started
+    get_run_logger().info("VACUUM ANALYZE of %s tables took %.2fs", len(tables), seconds)
+    return seconds

@@ -1,0 +1,41 @@
+"""MARK: take the flusher lock, pin a PostgreSQL snapshot and choose the watermark."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flusher import failpoints
+from flusher.hot import Mark, choose_watermark, lock_key
+from flusher.resources import RunResources
+
+
+class FlushLocked(RuntimeError):
+    """Another flush holds the lock."""
+
+
+@task(name="mark-watermark", cache_policy=NO_CACHE, persist_result=False)
+def mark_watermark(res: RunResources, max_ledgers: int, flow_run_id: str | None = None) -> Mark | None:
+    """Lock, pin the snapshot, read MAX(sequence); returns None when there is nothing to flush.
+
+    Raises FlushLocked when another flush is running (after waiting flush.lock_wait_seconds).
+    """
+    logger = get_run_logger()
+    key = lock_key(res.settings.flush.state_schema)
+    if not res.control.try_lock(key, res.settings.flush.lock_wait_seconds):
+        holder = res.control.lock_holder(key)
+        raise FlushLocked(f"another flush is running (PostgreSQL backend pid {holder} holds the flusher lock)")
+    batch = res.state.start_run(flow_run_id)
+    previous = res.state.last_watermark()
+    snapshot, hot_min, hot_max = res.control.pin_snapshot()
+    watermark = choose_watermark(hot_min, hot_max, previous, max_ledgers)
+    failpoints.hit("after_mark")
+    if watermark is None:
+        logger.info("Hot buffer is empty and nothing was flushed before: nothing to do")
+        res.state.finish_run(batch, "empty", None, "hot buffer empty", vacuumed=False)
+        return None
+    logger.info(
+        "Starting flush with watermark=%s (batch %s, hot ledgers %s..%s, previous watermark %s)",
+        watermark, batch, hot_min, hot_max, previous,
+    )
+    return Mark(batch, watermark, snapshot, hot_min, hot_max, previous)
