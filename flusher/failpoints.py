@@ -1,6 +1,6 @@
 """Named points where tests make the process die or fail, to prove the protocol survives a crash anywhere.
 
-FLUSHER_FAILPOINTS="after_lake_commit:transactions_row_v2=kill,in_delete=raise" arms points; a point with no
+FLUSHER_FAILPOINTS="after_lake_commit:transactions_row_v2=kill,in_delete=raise,after_mark=sleep=3" arms points; a point with no
 ":table" fires for every table. Unset (always, in production) this costs one dictionary lookup.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "FLUSHER_FAILPOINTS"
 
@@ -34,5 +35,7 @@ def hit(point: str, table: str | None = None) -> None:
     action = action or armed.get(point)
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action.startswith("sleep="):
+        time.sleep(float(action.removeprefix("sleep=")))
     elif action == "raise":
         raise InjectedFault(f"injected fault at {point}" + (f" ({table})" if table else ""))

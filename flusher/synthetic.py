@@ -32,7 +32,7 @@ ORDER BY c.ordinal_position
 
 _INSERT = sql.SQL(
     "INSERT INTO {table} ({columns}) SELECT {values}"
-    " FROM generate_series(%s::bigint, %s::bigint) AS l(ledger) CROSS JOIN generate_series(0, %s - 1) AS r(idx)"
+    " FROM generate_series(%s::bigint, %s::bigint) AS l(ledger) CROSS JOIN generate_series(%s::int, %s::int) AS r(idx)"
 )
 
 # Value expressions see `ledger` (bigint) and `idx` (the row index within its ledger).
@@ -88,8 +88,13 @@ def load_synthetic(
     n_ledgers: int,
     rows_per_ledger: dict[str, int] | None = None,
     schema: str = "public",
+    first_row: int = 0,
 ) -> dict[str, int]:
-    """Insert n_ledgers ledgers' worth of rows into each table; return rows inserted per table."""
+    """Insert n_ledgers ledgers' worth of rows into each table; return rows inserted per table.
+
+    Row indexes within a ledger start at first_row, so a later call with a higher first_row adds late rows to
+    ledgers already written without colliding with their keys.
+    """
     rows = DEFAULT_ROWS_PER_LEDGER | (rows_per_ledger or {})
     inserted: dict[str, int] = {}
     with conn.cursor() as cur:
@@ -119,6 +124,7 @@ def load_synthetic(
                 columns=sql.SQL(", ").join(names),
                 values=sql.SQL(", ").join(values),
             )
-            cur.execute(query, [*params, first_ledger, first_ledger + n_ledgers - 1, rows.get(table, 1)])
+            per_ledger = rows.get(table, 1)
+            cur.execute(query, [*params, first_ledger, first_ledger + n_ledgers - 1, first_row, first_row + per_ledger - 1])
             inserted[table] = cur.rowcount
     return inserted

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real PostgreSQL (pgserver, or $FLUSHER_TEST_PG_URI), a real Prefect API, a fresh hot DB per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+# Before Prefect is imported anywhere: keep its home and database in a temporary folder, never in ~.
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="flusher-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] = "0.3"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("FLUSHER_FAILPOINTS", None)
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from flusher.embedded import create_database, create_hot_schema, server_params  # noqa: E402
+from tests.helpers import HotEnv, write_config  # noqa: E402
+
+PG_URI_ENV = "FLUSHER_TEST_PG_URI"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_uri() -> str:
+    """A PostgreSQL superuser URI: $FLUSHER_TEST_PG_URI if set, else a throw-away pgserver stopped at the end."""
+    uri = os.environ.get(PG_URI_ENV)
+    if uri:
+        yield uri
+        return
+    import pgserver
+
+    server = pgserver.get_server(str(_SESSION_TMP / "pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A real Prefect API server (SQLite, loopback) for the whole session; subprocesses find it via the env."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        url = PREFECT_API_URL.value()
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+def _new_database(admin_uri: str) -> tuple[str, str]:
+    name = f"hot_{uuid.uuid4().hex[:12]}"
+    create_database(admin_uri, name)
+    return name, psycopg.conninfo.make_conninfo(admin_uri, dbname=name)
+
+
+@pytest.fixture
+def hot(pg_admin_uri: str, tmp_path: Path) -> HotEnv:
+    """A fresh hot-buffer database with the 21 tables and audit triggers; the lake catalog lives in it too."""
+    name, uri = _new_database(pg_admin_uri)
+    with psycopg.connect(uri, autocommit=True) as conn:
+        create_hot_schema(conn)
+    env = HotEnv(uri=uri, database=name, params=server_params(pg_admin_uri), tmp=tmp_path)
+    env.config = write_config(env)
+    env.install_audit()
+    yield env
+    with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
