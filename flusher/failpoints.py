@@ -32,7 +32,7 @@ def hit(point: str, table: str | None = None) -> None:
         return
     armed = _armed()
     action = armed.get(f"{point}:{table}") if table else None
-    action = action or armed.get(point)
+    action = action or armed.get(point) or ""
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif action.startswith("sleep="):
