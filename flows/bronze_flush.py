@@ -38,15 +38,11 @@ def run_bounded(submit: Callable[[Any], PrefectFuture], items: Iterable[Any], li
 
 
 def _outcome(future: PrefectFuture) -> tuple[Any, str | None]:
-    """A finished future's result, or None and the error message."""
-    state = future.state
-    if state.is_completed():
-        return future.result(), None
+    """A future's result once it has finished, or None and the error message."""
     try:
-        future.result()
-    except BaseException as exc:  # noqa: BLE001 - report any task failure by table
+        return future.result(), None
+    except BaseException as exc:  # noqa: BLE001 - any task failure is reported by table
         return None, str(exc) or type(exc).__name__
-    return None, state.message or state.name
 
 
 @flow(name="delete-flushed-rows", validate_parameters=False, persist_result=False)

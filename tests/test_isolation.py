@@ -1,0 +1,94 @@
+"""Table isolation (C5) and one flusher at a time (C6)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from flusher.embedded import create_hot_schema
+from flusher.hot import lock_key
+from tests.helpers import ENABLED, ROOT, flush, write_config
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+OTHERS = [t for t in ENABLED if t != "contract_code_snapshot_v1"]
+
+
+def test_a_missing_table_fails_alone_and_catches_up_after_the_fix(hot):
+    hot.execute("DROP TABLE contract_code_snapshot_v1")
+    hot.load(1, 10, tables=OTHERS)
+    state = flush(hot)
+    assert state.is_failed()
+    assert "contract_code_snapshot_v1" in state.message and "does not exist" in state.message
+    assert all(hot.hot_count_at_or_below(t, 10) == 0 for t in OTHERS), "the other 18 tables flush and delete"
+    hot.assert_exactly_once(OTHERS)
+
+    with hot.connect() as conn:
+        create_hot_schema(conn)  # the operator restores the table; old ledgers' rows arrive for it
+    hot.install_audit(["contract_code_snapshot_v1"])
+    hot.load(1, 10, tables=["contract_code_snapshot_v1"])
+    state = flush(hot)
+    assert state.is_completed(), state.message
+    assert hot.assert_exactly_once()["contract_code_snapshot_v1"] == 10
+
+
+def test_a_value_the_lake_rejects_fails_that_table_only(hot):
+    for schema in ("public", "audit"):
+        hot.execute(f"ALTER TABLE {schema}.effects_row_v1 ALTER COLUMN signer_weight TYPE TEXT")
+    hot.load(1, 10)
+    hot.execute("UPDATE effects_row_v1 SET signer_weight = CASE WHEN ledger_sequence = 7 AND effect_index = 1 "
+                "THEN 'heavy' ELSE effect_index::text END")
+    result = hot.run_cli("flush")
+    assert result.returncode == 1
+    reason = next(line for line in result.stderr.splitlines() if line.startswith("flush failed"))
+    assert "effects_row_v1" in reason and "heavy" in reason and "signer_weight" in reason and "ledgers <= 10" in reason, reason
+    assert hot.hot_count_at_or_below("effects_row_v1", 10) == 30, "the failed table keeps every row"
+    assert hot.hot_count_at_or_below("operations_row_v2", 10) == 0
+    hot.assert_exactly_once(unconfirmed_ok=True)
+
+    hot.execute("UPDATE effects_row_v1 SET signer_weight = '5' WHERE signer_weight = 'heavy'")
+    state = flush(hot)
+    assert state.is_completed(), state.message
+    assert hot.assert_exactly_once()["effects_row_v1"] == 30
+
+
+def _wait_for_lock(hot, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(hot.uri, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            held = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+                (lock_key("flusher_state"),),
+            ).fetchone()[0]
+            if held:
+                return
+            time.sleep(0.1)
+    raise AssertionError("the first flush never took the lock")
+
+
+def test_overlapping_flushes_never_interleave(hot):
+    hot.load(1, 10)
+    env = {"FLUSHER_FAILPOINTS": "after_mark=sleep=6"}
+    first = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "--config", str(hot.config)],
+                             env={**__import__("os").environ, **env}, cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_lock(hot)
+        skipped = flush(hot)
+        assert skipped.is_completed() and skipped.name == "Skipped", skipped
+        assert "another flush is running" in skipped.message
+        hot.config = write_config(hot, flush={"lock_wait_seconds": 120})
+        waited = hot.run_cli("flush")  # waits for the first, then flushes what is left
+        assert waited.returncode == 0, waited.stderr
+        assert first.wait(timeout=120) == 0, first.stdout.read()
+    finally:
+        first.kill()
+    runs = hot.execute("SELECT batch_id, started_at, finished_at FROM flusher_state.runs WHERE status <> 'skipped' ORDER BY batch_id")
+    for (_, _, finished), (_, started, _) in zip(runs, runs[1:]):
+        assert finished <= started, "a run started before the previous one finished"
+    hot.assert_exactly_once()
