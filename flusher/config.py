@@ -35,7 +35,14 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 class ServiceSettings(_Section):
     name: str = "postgres-ducklake-flusher"
     health_port: int = Field(8089, ge=1, le=65535)
-    flush_interval_minutes: int = Field(10, ge=5, le=60, description="Minutes between scheduled flushes (5-60).")
+    flush_interval_minutes: int = Field(10, description="Minutes between scheduled flushes (5-60).")
+
+    @field_validator("flush_interval_minutes")
+    @classmethod
+    def _interval_in_range(cls, value: int) -> int:
+        if not 5 <= value <= 60:
+            raise ValueError("must be between 5 and 60 minutes")
+        return value
 
 
 class PostgresSettings(_Section):
@@ -155,6 +162,9 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     return merged
 
 
+_SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_access_key"}
+
+
 def _explain(exc: ValidationError, source: str) -> ConfigError:
     lines = []
     for error in exc.errors():
@@ -164,9 +174,10 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
         elif error["type"] == "missing":
             lines.append(f"{where}: required value is missing")
         else:
-            message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {message} (got {error.get('input')!r})" if "secret" not in where and
-                         "password" not in where and "catalog_path" not in where else f"{where}: {message}")
+            line = f"{where}: {error['msg'].removeprefix('Value error, ')}"
+            if not _SECRET_KEYS & {str(p) for p in error["loc"]}:  # never echo a secret back
+                line += f" (got {error.get('input')!r})"
+            lines.append(line)
     return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))
 
 

@@ -1,0 +1,101 @@
+"""Pure logic: watermark choice, column mapping by name, schema files, failpoints, redaction. No servers."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import duckdb
+import pytest
+
+from flusher import failpoints
+from flusher.hot import choose_watermark, validate_snapshot_id
+from flusher.lake import Column, bronze_ddl, redact
+from flusher.registry import registry
+from flusher.transfer import SchemaMismatch, lake_type_for, plan_columns
+
+
+@pytest.mark.parametrize(
+    ("hot_min", "hot_max", "previous", "cap", "expected"),
+    [
+        (None, None, None, 0, None),  # nothing ever: nothing to do
+        (1, 100, None, 0, 100),  # the normal case: MAX(sequence)
+        (None, None, 100, 0, 100),  # ledgers all flushed: late rows in other tables still move
+        (1, 100, None, 10, 10),  # catch-up in chunks
+        (11, 100, 10, 10, 20),
+        (5, 100, 50, 10, 50),  # a late ledger row below the previous watermark: never go backwards
+        (95, 100, 94, 10, 100),  # the cap never goes past the hot maximum
+    ],
+)
+def test_choose_watermark(hot_min, hot_max, previous, cap, expected):
+    assert choose_watermark(hot_min, hot_max, previous, cap) == expected
+
+
+def test_snapshot_ids_are_validated_before_they_reach_sql():
+    assert validate_snapshot_id("00000003-00000005-1") == "00000003-00000005-1"
+    with pytest.raises(ValueError):
+        validate_snapshot_id("1'; DROP TABLE x; --")
+
+
+def test_columns_are_mapped_by_name_whatever_the_physical_order():
+    lake = [Column("a", "BIGINT"), Column("b", "VARCHAR"), Column("c", "TIMESTAMP")]
+    hot = [Column("c", "TIMESTAMP WITH TIME ZONE"), Column("b", "VARCHAR"), Column("a", "BIGINT")]
+    plan = plan_columns("t", hot, lake)
+    assert plan.select == ['CAST("c" AS TIMESTAMP) AS "c"', '"b"', '"a"']
+    assert plan.add_to_lake == [] and plan.missing_in_hot == []
+
+
+def test_new_hot_columns_are_added_to_the_lake_and_missing_ones_stay_null():
+    lake = [Column("a", "BIGINT"), Column("gone", "VARCHAR")]
+    hot = [Column("a", "BIGINT"), Column("tags", "VARCHAR[]"), Column("doc", "JSON")]
+    plan = plan_columns("t", hot, lake)
+    assert plan.add_to_lake == [Column("tags", "VARCHAR"), Column("doc", "VARCHAR")]
+    assert 'CAST(to_json("tags") AS VARCHAR) AS "tags"' in plan.select
+    assert plan.missing_in_hot == ["gone"]
+
+
+def test_a_type_the_lake_cannot_store_is_named():
+    with pytest.raises(SchemaMismatch, match=r"t\.geo has type GEOMETRY"):
+        plan_columns("t", [Column("geo", "GEOMETRY")], [])
+    assert lake_type_for("DECIMAL(18,7)") == "DECIMAL(18,7)"
+    assert lake_type_for("TIMESTAMP WITH TIME ZONE") == "TIMESTAMP"
+
+
+def _hot_columns() -> dict[str, set[str]]:
+    text = resources.files("schema").joinpath("hot_buffer.sql").read_text()
+    columns: dict[str, set[str]] = {}
+    for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", text, re.S):
+        for line in body.splitlines():
+            match = re.match(r'\s*("?\w+"?) ', line)
+            if match and match.group(1).upper() not in ("PRIMARY", "CONSTRAINT"):
+                columns.setdefault(table, set()).add(match.group(1).strip('"'))
+    for table, column in re.findall(r'ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS ("?\w+"?)', text):
+        columns[table].add(column.strip('"'))
+    return columns
+
+
+def test_the_bronze_ddl_and_the_hot_ddl_describe_the_same_tables_and_columns():
+    ddl = bronze_ddl()
+    assert list(ddl) == list(registry())
+    con = duckdb.connect()
+    for statement in ddl.values():
+        con.execute(statement)
+    lake = {t: {c for (c,) in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [t]).fetchall()}
+            for t in ddl}
+    assert lake == _hot_columns()
+    assert len(lake["ledgers_row_v2"]) == 29 and len(lake["operations_row_v2"]) == 69
+
+
+def test_failpoints_fire_only_where_armed(monkeypatch):
+    failpoints.hit("after_lake_commit", "t")  # unarmed: nothing happens
+    monkeypatch.setenv(failpoints.ENV, "after_lake_commit:t1=raise,in_delete=raise")
+    failpoints.hit("after_lake_commit", "t2")
+    with pytest.raises(failpoints.InjectedFault, match="after_lake_commit"):
+        failpoints.hit("after_lake_commit", "t1")
+    with pytest.raises(failpoints.InjectedFault):
+        failpoints.hit("in_delete", "any_table")
+
+
+def test_errors_are_scrubbed_of_passwords():
+    message = redact("could not connect: host=db password=hunter2 user=x; secret key AKIA123", "AKIA123")
+    assert "hunter2" not in message and "AKIA123" not in message
