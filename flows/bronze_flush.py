@@ -58,7 +58,8 @@ def delete_flushed_rows(res: RunResources, mark: Mark, flushed: dict[str, tuple[
 
 def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, tuple[FlushOutcome | None, str | None]]:
     flush = res.settings.flush
-    task = flush_table.with_options(retries=flush.retries, retry_delay_seconds=flush.retry_delay_seconds)
+    backoff = [flush.retry_delay_seconds * 2**attempt for attempt in range(flush.retries)]  # 2s, 4s, 8s, ...
+    task = flush_table.with_options(retries=flush.retries, retry_delay_seconds=backoff or 0)
     futures = run_bounded(lambda spec: task.submit(res, spec, mark), specs, flush.concurrency)
     return {spec.name: _outcome(future) for spec, future in futures.items()}
 

@@ -131,7 +131,7 @@ class VacuumSettings(_Section):
 class FlushSettings(_Section):
     concurrency: int = Field(4, ge=1, le=32, description="Tables flushed at once.")
     retries: int = Field(2, ge=0, le=10)
-    retry_delay_seconds: float = Field(2.0, ge=0)
+    retry_delay_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles on each further retry.")
     max_ledgers_per_run: int = Field(0, ge=0, description="Cap per run for catch-up; 0 means no cap.")
     lock_wait_seconds: float = Field(0, ge=0, description="Wait this long for a running flush, then skip.")
     state_schema: Identifier = "flusher_state"

@@ -123,3 +123,14 @@ def test_table_subset_and_ledger_cap_move_the_backlog_in_chunks(hot):
     assert hot.execute("SELECT min(ledger_sequence) FROM effects_row_v1")[0][0] == 11
     assert flush(hot).is_completed()
     hot.assert_exactly_once()
+
+
+def test_vacuum_runs_every_nth_completed_flush_counted_in_postgresql(hot):
+    # every_n_flushes is 2 in the test config; each flow run is a new process-independent count from the state.
+    for first in (1, 11, 21):
+        hot.load(first, 10)
+        assert flush(hot).is_completed()
+    vacuumed = [v for (v,) in hot.execute("SELECT vacuumed FROM flusher_state.runs ORDER BY batch_id")]
+    assert vacuumed == [False, True, False]
+    last = hot.execute("SELECT last_autovacuum, last_vacuum FROM pg_stat_user_tables WHERE relname = 'ledgers_row_v2'")
+    assert last[0][1] is not None, "VACUUM really ran on the hot table"

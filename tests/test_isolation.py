@@ -92,3 +92,20 @@ def test_overlapping_flushes_never_interleave(hot):
     for (_, _, finished), (_, started, _) in zip(runs, runs[1:]):
         assert finished <= started, "a run started before the previous one finished"
     hot.assert_exactly_once()
+
+
+def test_an_unreachable_hot_buffer_is_named_and_nothing_moves(hot):
+    hot.config = write_config(hot, postgres={"host": "127.0.0.1", "port": 1})
+    result = hot.run_cli("flush")
+    assert result.returncode == 1
+    assert "cannot connect to PostgreSQL postgres@127.0.0.1:1" in result.stderr
+
+
+def test_an_unreachable_lake_catalog_fails_before_anything_is_deleted(hot):
+    hot.load(1, 5)
+    hot.config = write_config(hot, ducklake={"catalog_path": "host=127.0.0.1 port=1 dbname=catalog user=x password=s3cret"})
+    result = hot.run_cli("flush")
+    assert result.returncode == 1
+    assert "cannot attach the DuckLake catalog" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+    assert hot.hot_count_at_or_below("ledgers_row_v2", 5) == 5

@@ -99,3 +99,11 @@ def test_failpoints_fire_only_where_armed(monkeypatch):
 def test_errors_are_scrubbed_of_passwords():
     message = redact("could not connect: host=db password=hunter2 user=x; secret key AKIA123", "AKIA123")
     assert "hunter2" not in message and "AKIA123" not in message
+
+
+def test_a_missing_extension_wheel_says_what_to_install(monkeypatch):
+    from flusher import extensions
+
+    monkeypatch.setitem(extensions.EXTENSION_PACKAGES, "ducklake", "duckdb_extension_not_installed")
+    with pytest.raises(extensions.ExtensionMissing, match=f"pip install duckdb-extension-not-installed=={duckdb.__version__}"):
+        extensions.extension_path("ducklake")
