@@ -19,21 +19,28 @@ from flusher.resources import RunResources
 from flusher.settings_source import resolve_settings
 from tasks.delete import DeleteOutcome, delete_flushed
 from tasks.flush import FlushOutcome, flush_table
-from tasks.report import RunReport, publish_report
+from tasks.report import ProgressTracker, RunReport, publish_report
 from tasks.vacuum import vacuum_tables
 from tasks.watermark import FlushLocked, mark_watermark
 
 
-def run_bounded(submit: Callable[[Any], PrefectFuture], items: Iterable[Any], limit: int) -> dict[Any, PrefectFuture]:
+def run_bounded(
+    submit: Callable[[Any], PrefectFuture],
+    items: Iterable[Any],
+    limit: int,
+    progress: Callable[[int], None] = lambda done: None,
+) -> dict[Any, PrefectFuture]:
     """Submit one task per item with at most `limit` running at once; return every item's finished future."""
     pending: set[PrefectFuture] = set()
     futures: dict[Any, PrefectFuture] = {}
     for item in items:
         while len(pending) >= limit:
             pending = wait(list(pending), timeout=0.05).not_done
+            progress(len(futures) - len(pending))
         futures[item] = submit(item)
         pending.add(futures[item])
     wait(list(pending))
+    progress(len(futures))
     return futures
 
 
@@ -60,7 +67,8 @@ def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[st
     flush = res.settings.flush
     backoff = [flush.retry_delay_seconds * 2**attempt for attempt in range(flush.retries)]  # 2s, 4s, 8s, ...
     task = flush_table.with_options(retries=flush.retries, retry_delay_seconds=backoff or 0)
-    futures = run_bounded(lambda spec: task.submit(res, spec, mark), specs, flush.concurrency)
+    tracker = ProgressTracker(len(specs))
+    futures = run_bounded(lambda spec: task.submit(res, spec, mark), specs, flush.concurrency, tracker.update)
     return {spec.name: _outcome(future) for spec, future in futures.items()}
 
 

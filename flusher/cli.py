@@ -83,6 +83,33 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the bronze-flush schedule from prefect.yaml, with /health and /metrics; SIGTERM shuts down gracefully."""
+    from pathlib import Path
+
+    from flusher.deployment_spec import load_deployment
+    from flusher.service import FlusherService
+
+    settings = _settings(args)
+    spec = load_deployment(Path(args.prefect_yaml))
+    return FlusherService(settings, Path(args.config), spec, args.interval_seconds).run()
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Create or update the failure automations (automations/*.yaml) and their notification block."""
+    from pathlib import Path
+
+    from flusher.alerts import ensure_webhook_block, install_alerts
+    from flusher.deployment_spec import effective_interval, load_deployment
+
+    settings = _settings(args)
+    interval = args.interval_seconds or effective_interval(load_deployment(Path(args.prefect_yaml)), settings)
+    block_id = ensure_webhook_block(args.notify_block, args.webhook_url)
+    for line in install_alerts(Path(args.automations), block_id, interval):
+        print(line)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Flush synthetic data from a throw-away PostgreSQL into a local DuckLake and show the result."""
     from flusher.demo import run_demo
@@ -113,6 +140,15 @@ def parser() -> argparse.ArgumentParser:
     blocks = command("blocks", cmd_blocks, "create/update the Prefect blocks from a config file")
     blocks.add_argument("--postgres-block", default="flusher-postgres", metavar="NAME")
     blocks.add_argument("--ducklake-block", default="flusher-ducklake", metavar="NAME")
+    serve = command("serve", cmd_serve, "run the schedule, /health and /metrics in one process")
+    serve.add_argument("--prefect-yaml", default="prefect.yaml", metavar="FILE", help="where the schedule lives")
+    serve.add_argument("--interval-seconds", type=int, help=argparse.SUPPRESS)  # tests only: a short schedule
+    alerts = command("alerts", cmd_alerts, "install the failure automations in Prefect")
+    alerts.add_argument("--automations", default="automations", metavar="DIR")
+    alerts.add_argument("--notify-block", default="flusher-alerts", metavar="NAME", help="notification block to send to")
+    alerts.add_argument("--webhook-url", metavar="URL", help="create/update a webhook block of that name posting here")
+    alerts.add_argument("--prefect-yaml", default="prefect.yaml", metavar="FILE")
+    alerts.add_argument("--interval-seconds", type=int, help=argparse.SUPPRESS)  # tests only
     demo = command("demo", cmd_demo, "flush synthetic data from an embedded PostgreSQL into a local lake", config=False)
     demo.add_argument("--ledgers", type=int, default=3000, help="synthetic ledgers to load (default 3000)")
     demo.add_argument("--workdir", metavar="DIR", help="keep the lake and PostgreSQL here instead of a temp folder")

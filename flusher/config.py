@@ -34,7 +34,11 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 
 class ServiceSettings(_Section):
     name: str = "postgres-ducklake-flusher"
-    health_port: int = Field(8089, ge=1, le=65535)
+    health_port: int = Field(8089, ge=0, le=65535, description="/health and /metrics; 0 picks a free port.")
+    health_host: str = Field("0.0.0.0", description="Address the health server binds.")
+    unhealthy_after_failures: int = Field(3, ge=1, description="/health is 503 after this many failed flushes in a row.")
+    max_lag_ledgers: int = Field(1000, ge=1, description="/health is 503 when the hot buffer is this far ahead.")
+    shutdown_timeout_seconds: float = Field(600, ge=0, description="How long shutdown waits for a flush in flight.")
     flush_interval_minutes: int = Field(10, description="Minutes between scheduled flushes (5-60).")
 
     @field_validator("flush_interval_minutes")

@@ -57,7 +57,8 @@ def make_pool(pg: PostgresSettings) -> ConnectionPool:
     """A small pool of autocommit connections for state writes, deletes and VACUUM."""
     connect(pg).close()  # fail fast with a clear message instead of a pool timeout
     return ConnectionPool(
-        pg.conninfo(), min_size=1, max_size=pg.pool_size, kwargs={"autocommit": True}, open=True, name="flusher"
+        pg.conninfo(), min_size=1, max_size=pg.pool_size, kwargs={"autocommit": True}, open=True, name="flusher",
+        timeout=max(30, pg.connect_timeout_seconds),
     )
 
 

@@ -36,9 +36,9 @@ class StateStore:
     def _q(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(schema=self.schema)
 
-    def _execute(self, text: str, params: tuple | dict = ()) -> list[tuple]:
+    def _execute(self, query: str | sql.Composable, params: tuple | dict = ()) -> list[tuple]:
         with self.pool.connection() as conn:
-            cur = conn.execute(self._q(text), params)
+            cur = conn.execute(self._q(query) if isinstance(query, str) else query, params)
             return cur.fetchall() if cur.description else []
 
     def ensure(self) -> None:
@@ -144,6 +144,41 @@ class StateStore:
         )[0]
         return since + 1 >= every_n
 
+    def recent_statuses(self, limit: int) -> list[str]:
+        """Statuses of the last `limit` runs that flushed or tried to (newest first)."""
+        rows = self._execute(
+            "SELECT status FROM {schema}.runs WHERE status IN ('completed', 'failed', 'abandoned') "
+            "ORDER BY batch_id DESC LIMIT %s",
+            (limit,),
+        )
+        return [r[0] for r in rows]
+
+    def duration_buckets(self, column: str, bounds: list[float]) -> dict[str, tuple[list[int], float, int]]:
+        """Per table: cumulative counts of `column` (flush_seconds or delete_seconds) below each bound, sum, count."""
+        if column not in ("flush_seconds", "delete_seconds"):
+            raise ValueError(f"no duration column {column!r}")
+        rows = self._execute(
+            sql.SQL(
+                "SELECT table_name, width_bucket({col}, %s::float8[]), count(*), sum({col}) "
+                "FROM {schema}.table_batches WHERE {col} IS NOT NULL GROUP BY 1, 2"
+            ).format(col=sql.Identifier(column), schema=self.schema),
+            (bounds,),
+        )
+        out: dict[str, tuple[list[int], float, int]] = {}
+        for table, bucket, count, total in rows:
+            counts, seconds, n = out.get(table, ([0] * len(bounds), 0.0, 0))
+            for k in range(bucket, len(bounds)):  # bucket j holds values in [bounds[j-1], bounds[j])
+                counts[k] += count
+            out[table] = (counts, seconds + float(total), n + count)
+        return out
+
+    def failures_by_table(self) -> dict[str, int]:
+        rows = self._execute("SELECT table_name, count(*) FROM {schema}.table_batches WHERE error IS NOT NULL GROUP BY 1")
+        return dict(rows)
+
+    def vacuum_count(self) -> int:
+        return self._execute("SELECT count(*) FROM {schema}.runs WHERE vacuumed")[0][0]
+
     def summary(self) -> StateSummary:
         """Totals and per-table figures for status, /health and /metrics."""
         with self.pool.connection() as conn:
@@ -158,8 +193,8 @@ class StateStore:
             tables = cur.execute(
                 self._q(
                     "SELECT table_name, "
-                    "coalesce(sum(rows_flushed) FILTER (WHERE status = 'confirmed'), 0) AS rows_flushed, "
-                    "coalesce(sum(rows_deleted) FILTER (WHERE status = 'confirmed'), 0) AS rows_deleted, "
+                    "coalesce(sum(rows_flushed) FILTER (WHERE status = 'confirmed'), 0)::bigint AS rows_flushed, "
+                    "coalesce(sum(rows_deleted) FILTER (WHERE status = 'confirmed'), 0)::bigint AS rows_deleted, "
                     "max(watermark) FILTER (WHERE status = 'confirmed') AS last_watermark, "
                     "max(batch_id) AS last_batch, "
                     "(array_agg(status ORDER BY batch_id DESC))[1] AS last_status, "

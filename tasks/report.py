@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.events import emit_event
 
 from flusher.hot import Mark
 from flusher.registry import TableSpec
@@ -111,6 +117,20 @@ class RunReport:
         return "\n".join(lines)
 
 
+class ProgressTracker:
+    """A progress artifact in the UI: the share of tables whose flush has finished."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.done = -1
+        self.artifact_id = create_progress_artifact(0.0, key="bronze-flush-progress", description="tables flushed")
+
+    def update(self, done: int) -> None:
+        if done != self.done:
+            self.done = done
+            update_progress_artifact(self.artifact_id, 100.0 * done / self.total)
+
+
 def publish_report(report: RunReport) -> None:
     """Log the summary and attach it to the flow run as artifacts."""
     logger = get_run_logger()
@@ -120,5 +140,15 @@ def publish_report(report: RunReport) -> None:
     )
     for line in report.failed_tables:
         logger.error("Table %s failed and stays in PostgreSQL: %s", line.table, line.error)
+        emit_table_failed(report.mark, line)
     create_table_artifact(table=report.rows(), key="bronze-flush-tables", description=report.headline())
     create_markdown_artifact(markdown=report.markdown(), key="bronze-flush-summary", description=report.headline())
+
+
+def emit_table_failed(mark: Mark, line: TableLine) -> None:
+    """A custom Prefect event per failed table, for the `bronze-flush table failed` automation."""
+    emit_event(
+        event="flusher.table.failed",
+        resource={"prefect.resource.id": f"postgres-ducklake-flusher.table.{line.table}", "prefect.resource.name": line.table},
+        payload={"table": line.table, "watermark": mark.watermark, "batch": mark.batch_id, "error": line.error},
+    )

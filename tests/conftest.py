@@ -46,15 +46,17 @@ def pg_admin_uri() -> str:
 
 @pytest.fixture(scope="session")
 def prefect_api() -> str:
-    """A real Prefect API server (SQLite, loopback) for the whole session; subprocesses find it via the env."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+    """A real `prefect server start` (SQLite, loopback) for the session; subprocesses find it via the env."""
+    from tests.prefect_server import PrefectServer
 
-    with prefect_test_harness(server_startup_timeout=120):
-        url = PREFECT_API_URL.value()
-        os.environ["PREFECT_API_URL"] = url
-        yield url
+    server = PrefectServer(_SESSION_TMP / "prefect")
+    server.start()
+    os.environ.update(server.env)
+    try:
+        yield server.url
+    finally:
         os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
 
 
 def _new_database(admin_uri: str) -> tuple[str, str]:

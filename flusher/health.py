@@ -1,0 +1,258 @@
+"""GET /health (the Go service's JSON, truthful) and GET /metrics (Prometheus), both read from PostgreSQL per request.
+
+Flow runs execute in subprocesses, so nothing is counted in memory: every figure comes from the state tables,
+and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from flusher.config import Settings
+from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE, selected_tables
+from flusher.state import StateStore, StateSummary
+
+log = logging.getLogger(__name__)
+DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+
+
+@dataclass
+class Snapshot:
+    """Everything /health and /metrics report, read in one go."""
+
+    summary: StateSummary | None = None
+    recent: list[str] = field(default_factory=list)
+    hot_min: int | None = None
+    hot_max: int | None = None
+    hot_rows: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    vacuums: int = 0
+    flush_durations: dict[str, tuple[list[int], float, int]] = field(default_factory=dict)
+    delete_durations: dict[str, tuple[list[int], float, int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def lag(self) -> int | None:
+        """Ledgers in the hot buffer beyond the last flushed watermark (all of them before the first flush)."""
+        if self.hot_max is None:
+            return 0
+        last = self.summary.last_watermark if self.summary else None
+        return self.hot_max - (last if last is not None else self.hot_min - 1)
+
+
+def go_duration(seconds: float) -> str:
+    """8m15s, as Go's time.Duration prints (what the Go service's next_flush_in looked like)."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + f"{secs}s"
+
+
+class HealthProbe:
+    """Reads the flusher's state, the hot buffer and the catalog; decides healthy or not."""
+
+    def __init__(self, settings: Settings, pool: ConnectionPool, next_flush: Callable[[], datetime | None]) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.state = StateStore(pool, settings.flush.state_schema)
+        self.tables = [t.name for t in selected_tables(settings.flush)]
+        self.next_flush = next_flush
+        self.started = time.monotonic()
+
+    def snapshot(self, with_durations: bool = False) -> Snapshot:
+        snap = Snapshot()
+        try:
+            self._read_state(snap, with_durations)
+        except (psycopg.Error, OSError) as exc:
+            snap.problems.append(f"PostgreSQL {self.settings.postgres.describe()} unreachable: {_first_line(exc)}")
+        problem = self._catalog_problem()
+        if problem:
+            snap.problems.append(problem)
+        return snap
+
+    def _read_state(self, snap: Snapshot, with_durations: bool) -> None:
+        self.state.ensure()
+        snap.summary = self.state.summary()
+        snap.recent = self.state.recent_statuses(self.settings.service.unhealthy_after_failures)
+        snap.failures = self.state.failures_by_table()
+        snap.vacuums = self.state.vacuum_count()
+        if with_durations:
+            snap.flush_durations = self.state.duration_buckets("flush_seconds", DURATION_BUCKETS)
+            snap.delete_durations = self.state.duration_buckets("delete_seconds", DURATION_BUCKETS)
+        schema = self.settings.postgres.schema_name
+        with self.pool.connection() as conn:
+            snap.hot_min, snap.hot_max = conn.execute(
+                sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
+                    c=sql.Identifier(WATERMARK_COLUMN), t=sql.Identifier(schema, WATERMARK_TABLE))
+            ).fetchone()
+            snap.hot_rows = dict(conn.execute(
+                "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)",
+                (schema, self.tables),
+            ).fetchall())
+
+    def _catalog_problem(self) -> str | None:
+        try:
+            with psycopg.connect(self.settings.ducklake.catalog_conninfo(), connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return f"DuckLake catalog unreachable: {_first_line(exc)}"
+        return None
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body): 200 healthy, 503 with reasons when flushes fail, lag grows or a server is down."""
+        snap = self.snapshot()
+        service = self.settings.service
+        reasons = list(snap.problems)
+        limit = service.unhealthy_after_failures
+        if len(snap.recent) >= limit and all(s != "completed" for s in snap.recent):
+            reasons.append(f"the last {limit} flushes failed")
+        lag = snap.lag
+        if lag is not None and lag > service.max_lag_ledgers:
+            reasons.append(f"lag of {lag} ledgers exceeds service.max_lag_ledgers ({service.max_lag_ledgers})")
+        summary = snap.summary
+        upcoming = self._next_flush_in()
+        body = {
+            "status": "unhealthy" if reasons else "healthy",
+            "flush_count": summary.flush_count if summary else None,
+            "last_flush_time": summary.last_flush_time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+            if summary and summary.last_flush_time else None,
+            "last_watermark": summary.last_watermark if summary else None,
+            "total_flushed": summary.total_flushed if summary else None,
+            "uptime_seconds": int(time.monotonic() - self.started),
+            "next_flush_in": go_duration(upcoming) if upcoming is not None else None,
+            "lag_ledgers": lag,
+            "reasons": reasons,
+        }
+        return (503 if reasons else 200), body
+
+    def _next_flush_in(self) -> float | None:
+        try:
+            when = self.next_flush()
+        except Exception as exc:  # noqa: BLE001 - the API being down must not break /health
+            log.debug("next scheduled run unknown: %s", exc)
+            return None
+        return None if when is None else max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _go_counter(name: str, doc: str, value: float) -> Metric:
+    """A Go-service counter under its exact old name (no _total), so dashboards keep working.
+
+    prometheus_client would rename a counter's metadata to name_total, so these are exposed untyped.
+    """
+    metric = Metric(name, doc, "unknown")
+    metric.add_sample(name, {}, value)
+    return metric
+
+
+class StateCollector(Collector):
+    """Prometheus metrics computed from the state tables at scrape time."""
+
+    def __init__(self, probe: HealthProbe) -> None:
+        self.probe = probe
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.probe.snapshot(with_durations=True)
+        yield GaugeMetricFamily("flusher_up", "1 when PostgreSQL and the catalog answer", value=0 if snap.problems else 1)
+        summary = snap.summary
+        if summary is None:
+            return
+        yield _go_counter("flusher_flush_count", "Total number of completed flush operations", summary.flush_count)
+        yield _go_counter("flusher_total_rows_flushed", "Total rows flushed across all operations", summary.total_flushed)
+        yield GaugeMetricFamily("flusher_last_watermark", "Last ledger sequence watermark flushed",
+                                value=summary.last_watermark or 0)
+        last = summary.last_flush_time.timestamp() if summary.last_flush_time else 0
+        yield GaugeMetricFamily("flusher_last_flush_timestamp_seconds", "Unix time of the last completed flush", value=last)
+        yield GaugeMetricFamily("flusher_lag_ledgers", "Hot MAX(sequence) minus the last flushed watermark",
+                                value=snap.lag or 0)
+        yield _labelled("flusher_table_rows_flushed_total", "Rows flushed to the lake, by table", "counter",
+                        {t: v["rows_flushed"] for t, v in summary.tables.items()})
+        yield _labelled("flusher_table_rows_deleted_total", "Rows deleted from PostgreSQL, by table", "counter",
+                        {t: v["rows_deleted"] for t, v in summary.tables.items()})
+        yield _labelled("flusher_table_failures_total", "Table flushes that ended failed, by table", "counter", snap.failures)
+        yield _labelled("flusher_hot_rows", "Live rows in the hot buffer, by table (PostgreSQL estimate)", "gauge",
+                        snap.hot_rows)
+        yield _labelled("flusher_vacuum_runs_total", "VACUUM ANALYZE passes run", "counter", {"": snap.vacuums})
+        yield _histogram("flusher_table_flush_seconds", "Seconds to flush one table", snap.flush_durations)
+        yield _histogram("flusher_table_delete_seconds", "Seconds to delete one table's flushed rows", snap.delete_durations)
+
+
+def _labelled(name: str, doc: str, kind: str, values: dict[str, float]) -> Metric:
+    base = name.removesuffix("_total") if kind == "counter" else name
+    metric = Metric(base, doc, kind)
+    for table, value in sorted(values.items()):
+        metric.add_sample(name, {"table": table} if table else {}, float(value))
+    return metric
+
+
+def _histogram(name: str, doc: str, data: dict[str, tuple[list[int], float, int]]) -> Metric:
+    family = HistogramMetricFamily(name, doc, labels=["table"])
+    for table, (counts, total, n) in sorted(data.items()):
+        buckets = [(str(b), c) for b, c in zip(DURATION_BUCKETS, counts)] + [("+Inf", n)]
+        family.add_metric([table], buckets, total)
+    return family
+
+
+class HealthServer:
+    """The HTTP endpoint, in a daemon thread."""
+
+    def __init__(self, probe: HealthProbe, host: str, port: int) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StateCollector(probe))
+        handler = _handler(probe, registry)
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="health-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _handler(probe: HealthProbe, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path.split("?")[0] == "/health":
+                status, body = probe.health()
+                self._send(status, "application/json", json.dumps(body).encode())
+            elif self.path.split("?")[0] == "/metrics":
+                self._send(200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry))
+            else:
+                self._send(404, "application/json", b'{"error": "try /health or /metrics"}')
+
+        def _send(self, status: int, content_type: str, payload: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - scrapes are not news
+            log.debug("health server: " + format, *args)
+
+    return Handler

@@ -1,0 +1,175 @@
+"""`serve`: one process that runs the bronze-flush schedule, /health and /metrics, and shuts down gracefully.
+
+Prefect's own serve() kills in-flight runs on SIGTERM and pauses the schedule. Here the Runner lives in a
+background thread and the main thread owns the signals: stop taking new runs, let the run in flight finish
+(bounded), stop the runner, flush once more in-process, exit 0. A second signal exits at once; the exactly-once
+protocol makes even that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from flusher.config import Settings
+from flusher.deployment_spec import DeploymentSpec, effective_interval
+from flusher.health import HealthProbe, HealthServer
+from flusher.hot import make_pool
+
+log = logging.getLogger("postgres_ducklake_flusher.service")
+
+
+class RunnerThread:
+    """A Prefect Runner serving one deployment from its own event loop in a daemon thread."""
+
+    def __init__(self, deployment: Any, name: str) -> None:
+        from prefect.runner import Runner
+
+        self.runner = Runner(name=name, pause_on_shutdown=False)
+        self.deployment = deployment
+        self.deployment_id: UUID | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="prefect-runner", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self.error = exc
+            self.ready.set()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.deployment_id = await self.runner.aadd_deployment(self.deployment)
+        self.ready.set()
+        await self.runner.start(webserver=False)
+
+    def start(self, timeout: float = 120) -> None:
+        self.thread.start()
+        if not self.ready.wait(timeout) or self.error:
+            raise RuntimeError(f"the Prefect runner did not start: {self.error or 'timed out'}")
+
+    def stop_taking_runs(self) -> None:
+        """The runner's poller skips its next rounds; runs in flight go on."""
+        self.runner.stopping = True
+        poller = getattr(self.runner, "_scheduled_run_poller", None)
+        if poller is not None:
+            poller.stopping = True
+
+    def runs_in_flight(self) -> int:
+        return len(getattr(self.runner, "_flow_run_process_map", {}) or {})
+
+    def stop(self, timeout: float = 60) -> None:
+        if self.loop is not None and self.thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self.runner.astop(), self.loop)
+            try:
+                future.result(timeout)
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                log.warning("runner stop: %s", exc)
+        self.thread.join(timeout)
+
+    def next_scheduled_run(self) -> datetime | None:
+        """When the API has the deployment's next scheduled run."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterId,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        if self.deployment_id is None:
+            return None
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[self.deployment_id])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+                ),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=1,
+            )
+        return runs[0].expected_start_time if runs else None
+
+
+def build_deployment(spec: DeploymentSpec, settings: Settings, config_path: Path, interval_seconds: int) -> Any:
+    """The RunnerDeployment of prefect.yaml's bronze-flush, pointed at this config file."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from flows.bronze_flush import bronze_flush
+
+    return bronze_flush.to_deployment(
+        name=spec.name,
+        interval=timedelta(seconds=interval_seconds),
+        parameters={**spec.parameters, "config_path": str(config_path.resolve())},
+        tags=spec.tags,
+        description=spec.description,
+        concurrency_limit=ConcurrencyLimitConfig(limit=spec.concurrency_limit, collision_strategy=spec.collision_strategy),
+    )
+
+
+class FlusherService:
+    def __init__(self, settings: Settings, config_path: Path, spec: DeploymentSpec, interval_override: int | None = None):
+        self.settings = settings
+        self.config_path = config_path
+        self.spec = spec
+        self.interval = interval_override or effective_interval(spec, settings)
+        self.stop_requested = threading.Event()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_requested.is_set():
+            log.warning("Second %s: exiting now (the next start converges; nothing is lost)", signal.Signals(signum).name)
+            os._exit(130)
+        log.info("%s received: finishing the flush in flight, then one final flush", signal.Signals(signum).name)
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        pool = make_pool(self.settings.postgres)
+        runner = RunnerThread(build_deployment(self.spec, self.settings, self.config_path, self.interval),
+                              self.settings.service.name)
+        health = HealthServer(HealthProbe(self.settings, pool, runner.next_scheduled_run),
+                              self.settings.service.health_host, self.settings.service.health_port)
+        health.start()
+        try:
+            runner.start()
+            log.info("Serving %s every %ss; /health and /metrics on %s:%s", self.spec.name, self.interval,
+                     self.settings.service.health_host, health.port)
+            while not self.stop_requested.wait(0.5):
+                pass
+            return self._shutdown(runner)
+        finally:
+            health.stop()
+            pool.close()
+
+    def _shutdown(self, runner: RunnerThread) -> int:
+        runner.stop_taking_runs()
+        deadline = time.monotonic() + self.settings.service.shutdown_timeout_seconds
+        while runner.runs_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if runner.runs_in_flight():
+            log.warning("The flush in flight did not finish in %ss; stopping it (the next flush converges)",
+                        self.settings.service.shutdown_timeout_seconds)
+        runner.stop()
+        log.info("Runner stopped; running the final flush")
+        from flows.bronze_flush import bronze_flush
+
+        state = bronze_flush.with_options(flow_run_name="final-flush-on-shutdown")(
+            config_path=str(self.config_path.resolve()), return_state=True
+        )
+        log.info("Final flush: %s: %s", state.name, state.message)
+        return 0 if state.is_completed() else 1

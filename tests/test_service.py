@@ -1,0 +1,277 @@
+"""Running it as a service, against a real `prefect server start`: deployment, schedule, health, shutdown, alerts."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flusher.deployment_spec import effective_interval, load_deployment
+from tests.helpers import ROOT, flush, write_config
+from tests.prefect_server import free_port
+from tests.webhook import WebhookReceiver
+
+pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
+FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
+
+
+def test_prefect_yaml_declares_a_valid_bronze_flush_deployment():
+    spec = load_deployment(ROOT / "prefect.yaml")
+    module, _, name = spec.entrypoint.partition(":")
+    flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
+    assert flow.name == "bronze-flush"
+    assert 300 <= spec.interval_seconds <= 3600 and spec.interval_seconds == 600
+    assert spec.concurrency_limit == 1 and spec.collision_strategy == "CANCEL_NEW"
+    assert "bronze" in spec.tags
+
+
+def test_the_config_cannot_disagree_with_the_schedule(hot):
+    from flusher.config import ConfigError
+
+    spec = load_deployment(ROOT / "prefect.yaml")
+    assert effective_interval(spec, hot.settings()) == 600  # the key is not set: prefect.yaml rules
+    hot.config = write_config(hot, service={"flush_interval_minutes": 15})
+    with pytest.raises(ConfigError, match="the schedule lives in prefect.yaml"):
+        effective_interval(spec, hot.settings())
+
+
+def _prefect(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _wait_for_run(flow_run_id: str, timeout: float = 180) -> dict:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            if run.state and run.state.is_final():
+                return run
+            time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} did not finish")
+
+
+def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
+    hot.load(1, 10)
+    env = {"FLUSHER_CONFIG": str(hot.config), **FAST_POLLING}
+    _prefect("work-pool", "create", "flusher-pool", "--type", "process", "--overwrite")
+    _prefect("deploy", "--all", env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "flusher-pool"],
+                              cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        ran = _prefect("deployment", "run", "bronze-flush/bronze-flush", "--param", 'tables=["ledgers_row_v2"]')
+        flow_run_id = next(line.split()[-1] for line in ran.stdout.splitlines() if "UUID" in line)
+        run = _wait_for_run(flow_run_id)
+        assert run.state.is_completed(), run.state
+        assert run.parameters["tables"] == ["ledgers_row_v2"]
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    assert {"bronze-flush-tables", "bronze-flush-summary"} <= {a.key for a in artifacts}
+    assert hot.hot_count_at_or_below("ledgers_row_v2", 10) == 0 and hot.hot_count_at_or_below("trades_row_v1", 10) == 10
+    hot.assert_exactly_once()
+
+
+class Service:
+    """`postgres-ducklake-flusher serve` in a child process with its own health port."""
+
+    def __init__(self, hot, interval: int, failpoints: str | None = None) -> None:
+        self.port = free_port()
+        hot.config = write_config(hot, service={"health_port": self.port, "health_host": "127.0.0.1",
+                                                "shutdown_timeout_seconds": 120})
+        env = {**os.environ, **FAST_POLLING}
+        if failpoints:
+            env["FLUSHER_FAILPOINTS"] = failpoints
+        self.log = hot.tmp / f"serve-{self.port}.log"
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flusher.cli", "serve", "--config", str(hot.config), "--interval-seconds", str(interval)],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_until(lambda h: h is not None, "the health endpoint to answer")
+
+    def health(self) -> dict | None:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=10)
+        except httpx.HTTPError:
+            return None
+        return {"http_status": response.status_code, **response.json()}
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
+
+    def wait_until(self, check, what: str, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited ({self.process.returncode}): {self.log.read_text()[-4000:]}")
+            health = self.health()
+            if check(health):
+                return health
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}: {self.log.read_text()[-4000:]}")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    def wait(self, timeout: float = 240) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _flush_in_flight(hot) -> bool:
+    return bool(hot.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")[0][0])
+
+
+def test_serve_runs_the_schedule_reports_health_and_metrics_and_shuts_down_gracefully(hot):
+    hot.load(1, 10)
+    service = Service(hot, interval=6, failpoints="after_mark=sleep=4")
+    try:
+        before = service.health()
+        assert before["http_status"] == 200 and before["status"] == "healthy", before
+        assert before["flush_count"] == 0 and before["total_flushed"] == 0
+        assert set(before) >= {"last_flush_time", "last_watermark", "uptime_seconds", "next_flush_in"}
+        after = service.wait_until(lambda h: h and h["flush_count"] >= 1, "a scheduled flush")
+        assert after["last_watermark"] == 10 and after["total_flushed"] == sum(hot.assert_exactly_once().values())
+        assert after["next_flush_in"] is not None and after["last_flush_time"].endswith("Z")
+        metrics = service.metrics()
+        for name in ("flusher_flush_count ", "flusher_last_watermark 10.0", "flusher_total_rows_flushed ",
+                     "flusher_last_flush_timestamp_seconds ", 'flusher_table_rows_flushed_total{table="ledgers_row_v2"} 10.0',
+                     'flusher_table_flush_seconds_bucket{le="+Inf",table="effects_row_v1"}', "flusher_lag_ledgers 0.0",
+                     "flusher_up 1.0", "# TYPE flusher_flush_count untyped"):
+            assert name in metrics, name
+
+        hot.load(11, 5)
+        deadline = time.monotonic() + 120
+        while not _flush_in_flight(hot) and time.monotonic() < deadline:  # a scheduled run is sleeping after its mark
+            time.sleep(0.1)
+        assert _flush_in_flight(hot), "no scheduled flush started"
+        service.signal(signal.SIGTERM)
+        assert service.wait() == 0, service.log.read_text()[-4000:]
+    finally:
+        if service.process.poll() is None:
+            os.killpg(service.process.pid, signal.SIGKILL)
+    log = service.log.read_text()
+    assert "finishing the flush in flight" in log and "Final flush: Completed" in log
+    hot.assert_exactly_once()
+    assert hot.hot_count_at_or_below("ledgers_row_v2", 15) == 0
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("bronze-flush/bronze-flush")
+    assert not deployment.paused, "shutdown must not leave the schedule paused"
+
+    restarted = Service(hot, interval=600)
+    try:
+        health = restarted.health()
+        assert health["flush_count"] >= 2 and health["last_watermark"] == 15, "state survives a restart"
+        assert health["uptime_seconds"] < 60, "uptime is this process's, not a count of flushes"
+        restarted.signal(signal.SIGINT)
+        assert restarted.wait() == 0
+    finally:
+        if restarted.process.poll() is None:
+            os.killpg(restarted.process.pid, signal.SIGKILL)
+
+
+def test_a_second_sigterm_exits_at_once_and_the_next_start_converges(hot):
+    hot.load(1, 10)
+    service = Service(hot, interval=5, failpoints="after_lake_commit:ledgers_row_v2=sleep=30")
+    try:
+        deadline = time.monotonic() + 120
+        while not _flush_in_flight(hot) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        service.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        service.signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 130
+    finally:
+        if service.process.poll() is None:
+            os.killpg(service.process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while _flush_in_flight(hot) and time.monotonic() < deadline:  # the orphaned run may still be sleeping
+        time.sleep(0.5)
+    hot.assert_exactly_once(unconfirmed_ok=True)
+    assert hot.run_cli("flush").returncode == 0
+    hot.assert_exactly_once()
+
+
+def _probe(settings):
+    from flusher.health import HealthProbe
+    from flusher.hot import make_pool
+
+    pool = make_pool(settings.postgres)
+    return HealthProbe(settings, pool, lambda: None), pool
+
+
+def test_health_turns_unhealthy_on_repeated_failures_lag_and_unreachable_servers(hot):
+    hot.config = write_config(hot, service={"max_lag_ledgers": 20})
+    probe, pool = _probe(hot.settings())
+    try:
+        hot.load(1, 30)
+        status, body = probe.health()
+        assert status == 503 and "lag of 30 ledgers exceeds service.max_lag_ledgers (20)" in body["reasons"]
+        hot.execute("DROP TABLE trades_row_v1")
+        for _ in range(3):
+            assert flush(hot).is_failed()
+        status, body = probe.health()
+        assert status == 503 and "the last 3 flushes failed" in body["reasons"], body
+        assert body["flush_count"] == 0 and body["last_watermark"] == 30
+    finally:
+        pool.close()
+
+    hot.config = write_config(hot, ducklake={"catalog_path": "host=127.0.0.1 port=1 dbname=c user=u password=sekret"})
+    probe, pool = _probe(hot.settings())
+    try:
+        status, body = probe.health()
+        assert status == 503 and any("DuckLake catalog unreachable" in r for r in body["reasons"])
+        assert "sekret" not in json.dumps(body)
+    finally:
+        pool.close()
+
+
+def test_alerts_fire_for_a_failed_run_a_failed_table_and_a_stale_flusher(hot):
+    from prefect.automations import Automation
+
+    receiver = WebhookReceiver()
+    try:
+        made = hot.run_cli("alerts", "--webhook-url", receiver.url, "--interval-seconds", "5")
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.count("automation") == 3
+        again = hot.run_cli("alerts", "--webhook-url", receiver.url, "--interval-seconds", "5")
+        assert again.stdout.count("updated automation") == 3, "installing twice updates by name"
+
+        hot.execute("DROP TABLE offers_snapshot_v1")
+        hot.load(1, 3, tables=["ledgers_row_v2"])
+        assert flush(hot).is_failed()
+        assert "offers_snapshot_v1" in receiver.wait_for("table offers_snapshot_v1 failed")["body"]
+        assert "Failed" in receiver.wait_for("bronze-flush run")["subject"]
+        receiver.wait_for("no completed flush for 3 intervals", timeout=120)
+    finally:
+        receiver.stop()
+        for name in ("bronze-flush run failed", "bronze-flush table failed", "bronze-flush stale"):
+            try:
+                Automation.read(name=name).delete()
+            except ValueError:
+                pass
