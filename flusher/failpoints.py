@@ -1,6 +1,7 @@
 """Named points where tests make the process die or fail, to prove the protocol survives a crash anywhere.
 
-FLUSHER_FAILPOINTS="after_lake_commit:transactions_row_v2=kill,in_delete=raise,after_mark=sleep=3" arms points; a point with no
+FLUSHER_FAILPOINTS="after_lake_commit:transactions_row_v2=kill,in_delete=raise,after_mark=sleep=3" arms points
+(`until=/path` waits until that file exists, so a test decides when the process goes on); a point with no
 ":table" fires for every table. Unset (always, in production) this costs one dictionary lookup.
 """
 
@@ -37,5 +38,8 @@ def hit(point: str, table: str | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action.startswith("sleep="):
         time.sleep(float(action.removeprefix("sleep=")))
+    elif action.startswith("until="):
+        while not os.path.exists(action.removeprefix("until=")):
+            time.sleep(0.05)
     elif action == "raise":
         raise InjectedFault(f"injected fault at {point}" + (f" ({table})" if table else ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -73,19 +74,23 @@ def _wait_for_lock(hot, seconds: float = 60) -> None:
 
 def test_overlapping_flushes_never_interleave(hot):
     hot.load(1, 10)
-    env = {"FLUSHER_FAILPOINTS": "after_mark=sleep=6"}
+    go_on = hot.tmp / "first-may-go-on"
+    env = {"FLUSHER_FAILPOINTS": f"after_mark=until={go_on}"}  # the first flush holds the lock until we say so
+    first_log, waiting_log = hot.tmp / "first.log", hot.tmp / "waiting.log"
     first = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "--config", str(hot.config)],
-                             env={**__import__("os").environ, **env}, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             env={**os.environ, **env}, cwd=ROOT, stdout=first_log.open("w"), stderr=subprocess.STDOUT)
     try:
         _wait_for_lock(hot)
         skipped = flush(hot)
         assert skipped.is_completed() and skipped.name == "Skipped", skipped
         assert "another flush is running" in skipped.message
         hot.config = write_config(hot, flush={"lock_wait_seconds": 120})
-        waited = hot.run_cli("flush")  # waits for the first, then flushes what is left
-        assert waited.returncode == 0, waited.stderr
-        assert first.wait(timeout=120) == 0, first.stdout.read()
+        waiting = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "--config", str(hot.config)],
+                                   cwd=ROOT, stdout=waiting_log.open("w"), stderr=subprocess.STDOUT)
+        time.sleep(2)  # let it reach the lock and wait (if it were faster, the assertions below still hold)
+        go_on.touch()
+        assert waiting.wait(timeout=180) == 0, waiting_log.read_text()[-3000:]
+        assert first.wait(timeout=120) == 0, first_log.read_text()[-3000:]
     finally:
         first.kill()
     runs = hot.execute("SELECT batch_id, started_at, finished_at FROM flusher_state.runs WHERE status <> 'skipped' ORDER BY batch_id")

@@ -266,7 +266,7 @@ def test_alerts_fire_for_a_failed_run_a_failed_table_and_a_stale_flusher(hot):
         hot.load(1, 3, tables=["ledgers_row_v2"])
         assert flush(hot).is_failed()
         assert "offers_snapshot_v1" in receiver.wait_for("table offers_snapshot_v1 failed")["body"]
-        assert "Failed" in receiver.wait_for("bronze-flush run")["subject"]
+        assert "is Failed" in receiver.wait_for("ended Failed")["subject"]
         receiver.wait_for("no completed flush for 3 intervals", timeout=120)
     finally:
         receiver.stop()
