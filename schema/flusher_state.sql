@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS {schema}.runs (
     started_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     finished_at   TIMESTAMPTZ,
     watermark     BIGINT,
-    status        TEXT NOT NULL DEFAULT 'running',  -- running | completed | failed | abandoned | empty
+    status        TEXT NOT NULL DEFAULT 'running',  -- running | completed | failed | abandoned | empty | dry-run
     rows_flushed  BIGINT NOT NULL DEFAULT 0,
     rows_deleted  BIGINT NOT NULL DEFAULT 0,
     vacuumed      BOOLEAN NOT NULL DEFAULT false,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger
@@ -38,7 +38,6 @@ class RunReport:
     lines: list[TableLine]
     vacuum_seconds: float | None = None
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(

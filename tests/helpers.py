@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class HotEnv:
     params: dict[str, str]
     tmp: Path
     config: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> Settings:
         return load_settings(self.config)
