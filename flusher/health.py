@@ -73,6 +73,7 @@ class HealthProbe:
         self.tables = [t.name for t in selected_tables(settings.flush)]
         self.next_flush = next_flush
         self.started = time.monotonic()
+        self._state_ready = False
 
     def snapshot(self, with_durations: bool = False) -> Snapshot:
         snap = Snapshot()
@@ -86,7 +87,9 @@ class HealthProbe:
         return snap
 
     def _read_state(self, snap: Snapshot, with_durations: bool) -> None:
-        self.state.ensure()
+        if not self._state_ready:  # a service may start before the first flush created the state tables
+            self.state.ensure()
+            self._state_ready = True
         snap.summary = self.state.summary()
         snap.recent = self.state.recent_statuses(self.settings.service.unhealthy_after_failures)
         snap.failures = self.state.failures_by_table()
