@@ -58,6 +58,8 @@ def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Without PREFECT_API_URL Prefect starts a temporary local server; give it time on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     print(f"demo folder: {root}")
     server = start_embedded_postgres(root / "pg", keep=keep)
     try:
