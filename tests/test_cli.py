@@ -1,0 +1,40 @@
+"""The console commands a newcomer uses first: --help, init, status."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import ENABLED, flush
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def test_help_names_every_command(hot):
+    result = hot.run_cli("--help", config=False)
+    assert result.returncode == 0
+    for command in ("flush", "init", "status", "blocks", "serve", "alerts", "demo"):
+        assert command in result.stdout
+    assert "exactly once" in result.stdout
+
+
+def test_init_creates_the_lake_tables_and_never_drops_them(hot):
+    first = hot.run_cli("init")
+    assert first.returncode == 0, first.stderr
+    assert "19 tables created" in first.stdout
+    hot.load(1, 3)
+    assert flush(hot).is_completed()
+    again = hot.run_cli("init")
+    assert again.returncode == 0 and "0 tables created, 19 already there" in again.stdout
+    assert sum(hot.assert_exactly_once().values()) > 0, "a second init keeps the lake's data"
+
+
+def test_status_shows_hot_rows_flushed_rows_and_the_last_batch(hot):
+    hot.load(1, 4)
+    assert flush(hot).is_completed()
+    hot.load(5, 2)
+    result = hot.run_cli("status")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:] if line.strip()}
+    assert set(lines) == set(ENABLED)
+    assert lines["ledgers_row_v2"][1:5] == ["2", "4", "1", "confirmed"]
+    assert "flushes: 1 completed, 0 failed" in result.stdout
