@@ -112,8 +112,9 @@ def bronze_flush(
             return Completed(message=f"dry run at watermark {mark.watermark}: {sum(counts.values())} rows would flush")
         res.open_lake([s.name for s in specs])
         flushes = _flush_all(res, specs, mark)
-        committed = {
-            name: (next(s for s in specs if s.name == name), outcome.rows)
+        by_name = {s.name: s for s in specs}
+        committed = {  # tables with rows in a lake commit; a table with none was confirmed at once
+            name: (by_name[name], outcome.rows)
             for name, (outcome, _) in flushes.items()
             if outcome is not None and outcome.rows > 0
         }
