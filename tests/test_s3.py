@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from flusher.lake import LakeError, LakeSession
 from tests.helpers import ENABLED, flush, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -49,18 +50,26 @@ def test_sigkill_after_a_lake_commit_on_s3_converges(hot, s3):
         ({"aws_secret_access_key": "not-the-secret-key"}, "the credentials were rejected"),
         ({"aws_access_key_id": "AKIANOSUCHKEY0000000"}, "the credentials were rejected"),
         ({"data_path": "s3://no-such-bucket/bronze/"}, "the bucket does not exist"),
+        ({"aws_endpoint": "127.0.0.1:1"}, "the endpoint did not answer"),
     ],
-    ids=["wrong-secret", "unknown-key", "missing-bucket"],
+    ids=["wrong-secret", "unknown-key", "missing-bucket", "no-endpoint"],
 )
-def test_a_bad_data_path_is_named_before_anything_is_deleted(hot, s3, overrides, expected):
+def test_opening_the_lake_checks_the_data_path_and_says_what_to_fix(hot, s3, overrides, expected):
     _use_s3(hot, s3, **overrides)
-    hot.load(1, 5)
-    result = hot.run_cli("flush")
-    assert result.returncode == 1, result.stdout + result.stderr
-    reason = next(line for line in result.stderr.splitlines() if line.startswith("flush failed"))
+    with pytest.raises(LakeError) as raised:
+        LakeSession(hot.settings(), attach_hot=False).close()
+    message = str(raised.value)
     bucket = overrides.get("data_path", f"s3://{s3.bucket}/").split("/")[2]
-    assert expected in reason and f"bucket {bucket!r}" in reason and s3.endpoint in reason, reason
-    for secret in {s3.secret, overrides.get("aws_secret_access_key")} - {None}:
-        assert secret not in result.stdout + result.stderr
-    assert all(hot.hot_count_at_or_below(t, 5) == 5 for t in ("ledgers_row_v2", "trades_row_v1"))
+    endpoint = overrides.get("aws_endpoint", s3.endpoint)
+    assert expected in message and f"bucket {bucket!r}" in message and endpoint in message, message
+    assert s3.secret not in message and "not-the-secret-key" not in message
+
+
+def test_wrong_s3_credentials_fail_the_run_before_anything_is_deleted(hot, s3):
+    _use_s3(hot, s3, aws_secret_access_key="not-the-secret-key")
+    loaded = hot.load(1, 5)
+    state = flush(hot)
+    assert state.is_failed()
+    assert "the credentials were rejected" in state.message and "not-the-secret-key" not in state.message
+    assert {t: hot.hot_count_at_or_below(t, 5) for t in ENABLED} == loaded
     assert not hot.execute("SELECT 1 FROM flusher_state.table_batches"), "no table was even started"
