@@ -48,6 +48,19 @@ def cmd_flush(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    """Compact the lake and expire snapshots past the retention, as a Prefect flow run (never during a flush)."""
+    _settings(args)
+    from flows.maintenance import bronze_maintenance
+
+    state = bronze_maintenance(config_path=args.config, dry_run=args.dry_run, return_state=True)
+    if state.is_completed():
+        print(f"{state.name}: {state.message}")
+        return 0
+    print(f"maintenance {state.name.lower()}: {state.message}", file=sys.stderr)
+    return 1
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the flusher's state tables and the lake schema and tables (never drops anything)."""
     from flusher.hot import make_pool
@@ -135,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
     flush.add_argument("--tables", metavar="T1,T2", help="flush only these tables")
     flush.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
     flush.add_argument("--max-ledgers", type=int, metavar="N", help="flush at most N ledgers (catch-up in chunks)")
+    maintain = command("maintain", cmd_maintain, "merge small files, expire old snapshots, delete freed files")
+    maintain.add_argument("--dry-run", action="store_true", help="report what would be done; change nothing")
     command("init", cmd_init, "create the state tables and the lake's Bronze tables")
     command("status", cmd_status, "show rows in the hot buffer, rows flushed and the last batch per table")
     blocks = command("blocks", cmd_blocks, "create/update the Prefect blocks from a config file")

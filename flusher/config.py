@@ -97,6 +97,12 @@ class DuckLakeSettings(_Section):
     threads: int = Field(2, ge=1, le=256, description="DuckDB threads shared by all table flushes.")
     memory_limit: str = Field("1GB", description="DuckDB memory_limit, e.g. 1GB.")
     allow_catalog_migration: bool = Field(False, description="Let DuckLake migrate an older catalog format.")
+    partition_by: Identifier | None = Field(
+        "ledger_range", description="Column the Bronze tables are partitioned by; null leaves partitioning alone."
+    )
+    data_inlining_row_limit: int | None = Field(
+        None, ge=0, description="Inserts of fewer rows go into the catalog, not a file (0 = never; null = DuckLake's 10)."
+    )
 
     @field_validator("catalog_path")
     @classmethod
@@ -143,12 +149,24 @@ class FlushSettings(_Section):
     extra_tables: list[str] = Field(default_factory=list, description="Registry tables off by default to add.")
 
 
+class MaintenanceSettings(_Section):
+    snapshot_retention_days: float = Field(7, gt=0, description="Snapshots younger than this are never expired.")
+    file_cleanup_age_hours: float = Field(
+        24, ge=0, description="Files freed by expired snapshots are deleted once scheduled this long ago."
+    )
+    orphan_file_age_hours: float = Field(
+        24, ge=1, description="Files no snapshot knows are deleted only once this old (never all at once)."
+    )
+    max_compacted_files: int = Field(50, ge=2, description="Bound on the files one merge reads (memory).")
+
+
 class Settings(_Section):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     postgres: PostgresSettings
     ducklake: DuckLakeSettings
     vacuum: VacuumSettings = Field(default_factory=VacuumSettings)
     flush: FlushSettings = Field(default_factory=FlushSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:

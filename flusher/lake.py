@@ -15,6 +15,7 @@ from flusher.quoting import qualified, quote_ident, quote_literal
 
 HOT = "hot"  # alias of the attached hot-buffer database inside DuckDB
 COMMIT_AUTHOR = "postgres-ducklake-flusher"
+PREFLIGHT_PROBE = ".flusher-preflight*"  # a listing prefix no real file has, so the check stays cheap
 
 
 class LakeError(RuntimeError):
@@ -51,6 +52,7 @@ class LakeSession:
             # Hot timestamps are TIMESTAMPTZ; the lake stores UTC wall time.
             self._db.execute("SET TimeZone = 'UTC'")
             self._create_s3_secret()
+            self._check_data_path()
             if attach_hot:
                 self._attach_hot()
             self._attach_lake()
@@ -110,6 +112,17 @@ class LakeSession:
         self._run("cannot configure S3 credentials", f"CREATE OR REPLACE SECRET flusher_s3 ({body}, SCOPE {quote_literal(lake.data_path)})",
                   "Check the aws_* settings.")
 
+    def _check_data_path(self) -> None:
+        """List the data path once, so bad credentials or a missing bucket stop the run before anything moves."""
+        lake = self.settings.ducklake
+        if not lake.is_remote:
+            return
+        # A prefix-bounded listing: S3 returns (almost) nothing however big the lake is, but checks bucket and keys.
+        try:
+            self._db.execute("SELECT count(*) FROM glob(?)", [lake.data_path + PREFLIGHT_PROBE]).fetchone()
+        except duckdb.Error as exc:
+            raise LakeError(storage_error(lake.data_path, lake.aws_endpoint, redact(str(exc), *self._secrets()))) from None
+
     def _attach_hot(self) -> None:
         pg = self.settings.postgres
         self._run(
@@ -123,18 +136,34 @@ class LakeSession:
         options = [f"DATA_PATH {quote_literal(lake.data_path)}", f"METADATA_SCHEMA {quote_literal(lake.metadata_schema)}"]
         if lake.allow_catalog_migration:
             options.append("AUTOMATIC_MIGRATION true")
-        self._run(
-            f"cannot attach the DuckLake catalog (metadata schema {lake.metadata_schema}, data path {lake.data_path})",
+        if lake.data_inlining_row_limit is not None:
+            options.append(f"DATA_INLINING_ROW_LIMIT {int(lake.data_inlining_row_limit)}")
+        statement = (
             f"ATTACH {quote_literal('ducklake:postgres:' + lake.catalog_conninfo())} AS {quote_ident(self.lake)} "
-            f"({', '.join(options)})",
-            "Check ducklake.catalog_path (a PostgreSQL you can write to) and ducklake.data_path.",
+            f"({', '.join(options)})"
         )
+        try:
+            self._db.execute(statement)
+        except duckdb.Error as exc:
+            message = redact(str(exc), *self._secrets())
+            if "version mismatch" in message or "AUTOMATIC_MIGRATION" in message:
+                raise LakeError(
+                    f"the DuckLake catalog (metadata schema {lake.metadata_schema}) has another format version than "
+                    f"this DuckLake extension and was NOT migrated: {message.splitlines()[0]}. Migrating changes the "
+                    "catalog for every reader and writer: back it up, upgrade them together, then set "
+                    "ducklake.allow_catalog_migration: true for one run."
+                ) from None
+            raise LakeError(
+                f"cannot attach the DuckLake catalog (metadata schema {lake.metadata_schema}, data path "
+                f"{lake.data_path}): {message}. Check ducklake.catalog_path (a PostgreSQL you can write to) and "
+                "ducklake.data_path."
+            ) from None
 
     def ensure_tables(self, names: list[str]) -> list[str]:
-        """Create the lake schema and any missing Bronze table; never drop or alter an existing one."""
+        """Create the lake schema and any missing Bronze table, and partition unpartitioned ones; never drop anything."""
         cur = self.cursor()
         cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified(self.lake, self.schema)}")
-        existing = set(self.columns_by_table(self.lake, self.schema))
+        existing = self.columns_by_table(self.lake, self.schema)
         ddl = bronze_ddl()
         created = []
         for name in names:
@@ -145,7 +174,47 @@ class LakeSession:
             cur.execute(f"USE {qualified(self.lake, self.schema)}")
             cur.execute(ddl[name])
             created.append(name)
+        self.ensure_partitioning(names)
         return created
+
+    def ensure_partitioning(self, names: list[str]) -> list[str]:
+        """Partition every named table that has no partitioning yet by ducklake.partition_by; returns those changed."""
+        column = self.settings.ducklake.partition_by
+        if column is None:
+            return []
+        columns = self.columns_by_table(self.lake, self.schema)
+        partitioned = self.partition_columns()
+        changed = []
+        for name in names:
+            # An existing choice (even another column) is the operator's; only unpartitioned tables are touched.
+            if name in partitioned or column not in {c.name for c in columns.get(name, [])}:
+                continue
+            with self.cursor() as cur:
+                cur.execute(f"ALTER TABLE {self.table(name)} SET PARTITIONED BY ({quote_ident(column)})")
+            changed.append(name)
+        return changed
+
+    def metadata(self, table: str) -> str:
+        """A DuckLake catalog table (e.g. ducklake_data_file), as DuckDB exposes the catalog database."""
+        return qualified(f"__ducklake_metadata_{self.lake}", self.settings.ducklake.metadata_schema, table)
+
+    def partition_columns(self) -> dict[str, list[str]]:
+        """Table -> its current partition columns, for the tables of the Bronze schema that are partitioned."""
+        rows = self.cursor().execute(
+            f"SELECT t.table_name, c.column_name FROM {self.metadata('ducklake_table')} t "
+            f"JOIN {self.metadata('ducklake_schema')} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL "
+            f"JOIN {self.metadata('ducklake_partition_info')} p ON p.table_id = t.table_id AND p.end_snapshot IS NULL "
+            f"JOIN {self.metadata('ducklake_partition_column')} pc "
+            "  ON pc.partition_id = p.partition_id AND pc.table_id = t.table_id "
+            f"JOIN {self.metadata('ducklake_column')} c "
+            "  ON c.column_id = pc.column_id AND c.table_id = t.table_id AND c.end_snapshot IS NULL "
+            "WHERE t.end_snapshot IS NULL AND s.schema_name = ? ORDER BY t.table_name, pc.partition_key_index",
+            [self.schema],
+        ).fetchall()
+        out: dict[str, list[str]] = {}
+        for table, column in rows:
+            out.setdefault(table, []).append(column)
+        return out
 
     def columns_by_table(self, database: str, schema: str) -> dict[str, list[Column]]:
         """Columns of every table in database.schema, in physical order, as DuckDB types."""
@@ -158,6 +227,23 @@ class LakeSession:
         for table, column, type_ in rows:
             out.setdefault(table, []).append(Column(column, type_))
         return out
+
+
+def storage_error(data_path: str, endpoint: str | None, reason: str) -> str:
+    """A message for a failed listing of the data path: where, why (first line of DuckDB's error) and what to check."""
+    bucket = data_path.split("://", 1)[1].split("/", 1)[0]
+    where = f"bucket {bucket!r} at endpoint {endpoint or 'the default AWS S3 endpoint'}"
+    first = reason.splitlines()[0] if reason else "unknown error"
+    detail = " ".join(line.strip() for line in reason.splitlines()[1:3] if line.strip())
+    if "403" in reason or "AccessDenied" in reason or "InvalidAccessKeyId" in reason or "SignatureDoesNotMatch" in reason:
+        hint = ("the credentials were rejected: check ducklake.aws_access_key_id, aws_secret_access_key and aws_region "
+                "(for B2, an application key that may use this bucket)")
+    elif "NoSuchBucket" in reason or "404" in reason:
+        hint = "the bucket does not exist there: create it, or fix the bucket in ducklake.data_path or ducklake.aws_endpoint"
+    else:
+        hint = "the endpoint did not answer: check ducklake.aws_endpoint, aws_use_ssl and aws_url_style (path for MinIO)"
+    return (f"cannot list the lake's data path {data_path} ({where}): {hint}. Nothing was flushed or deleted. "
+            f"DuckDB said: {first} {detail}".strip())
 
 
 _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+(\"?[A-Za-z_][A-Za-z0-9_]*\"?)\s*\(", re.IGNORECASE)

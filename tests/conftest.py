@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from flusher.embedded import create_database, create_hot_schema, server_params  # noqa: E402
-from tests.helpers import HotEnv, write_config  # noqa: E402
+from tests.helpers import HotEnv, S3Env, write_config  # noqa: E402
 
 PG_URI_ENV = "FLUSHER_TEST_PG_URI"
 
@@ -77,3 +77,36 @@ def hot(pg_admin_uri: str, tmp_path: Path) -> HotEnv:
     yield env
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Env:
+    """One moto S3 server on loopback for the session, with real key checking: a bucket and a key that may use it."""
+    import json
+    import logging
+    import urllib.request
+
+    import boto3
+    from moto import settings as moto_settings
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    setup = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+    iam = boto3.client("iam", **setup)
+    iam.create_user(UserName="flusher")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="flusher", PolicyName="bronze", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="flusher")["AccessKey"]
+    boto3.client("s3", **setup).create_bucket(Bucket="bronze")
+    # From here on moto checks every request's signature against the IAM keys, as S3/B2/MinIO do.
+    request = urllib.request.Request(f"{url}/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    urllib.request.urlopen(request).read()
+    env = S3Env(endpoint=f"{host}:{port}", bucket="bronze", key_id=key["AccessKeyId"], secret=key["SecretAccessKey"])
+    yield env
+    moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+    server.stop()

@@ -135,6 +135,40 @@ class HotEnv:
         return subprocess.run(argv, env=child_env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+@dataclass(frozen=True)
+class S3Env:
+    """The session's moto S3 server: endpoint host:port, a bucket and a key that may use it."""
+
+    endpoint: str
+    bucket: str
+    key_id: str
+    secret: str
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=f"http://{self.endpoint}", region_name="us-east-1",
+                            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret)
+
+    def ducklake(self, prefix: str, **overrides: Any) -> dict[str, Any]:
+        """The `ducklake` keys for a data path s3://bucket/prefix/ on this server (path style, no TLS)."""
+        return {
+            "data_path": f"s3://{self.bucket}/{prefix}/",
+            "aws_access_key_id": self.key_id,
+            "aws_secret_access_key": self.secret,
+            "aws_region": "us-east-1",
+            "aws_endpoint": self.endpoint,
+            "aws_url_style": "path",
+            "aws_use_ssl": False,
+            **overrides,
+        }
+
+    def keys(self, prefix: str) -> list[str]:
+        """Object keys under s3://bucket/prefix/."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{prefix}/")
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
 def write_config(env: HotEnv, **sections: dict[str, Any]) -> Path:
     """A config for env's database: the catalog in the same database, the lake under env.tmp."""
     params = env.params

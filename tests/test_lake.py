@@ -1,0 +1,62 @@
+"""Lake safety and layout: start-up never destroys history, no silent catalog migration, ledger_range partitions."""
+
+from __future__ import annotations
+
+import pytest
+
+from flusher.lake import LakeError, LakeSession
+from tests.helpers import ENABLED, flush, write_config
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _snapshot_ids(hot) -> list[int]:
+    return [r[0] for r in hot.execute("SELECT snapshot_id FROM bronze_meta.ducklake_snapshot ORDER BY 1")]
+
+
+def test_init_and_flush_reruns_keep_tables_and_history(hot):
+    hot.load(1, 5)
+    assert flush(hot).is_completed()
+    first = _snapshot_ids(hot)
+    for _ in range(2):
+        result = hot.run_cli("init")
+        assert result.returncode == 0, result.stderr
+        assert "0 tables created" in result.stdout
+    hot.load(6, 5)
+    assert flush(hot).is_completed()
+    after = _snapshot_ids(hot)
+    assert after[: len(first)] == first and len(after) > len(first), "history was rewritten or dropped"
+    assert hot.assert_exactly_once()["ledgers_row_v2"] == 10
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        assert lake.cursor().execute(f"SELECT count(*) FROM {lake.table('ledgers_row_v2')} AT (VERSION => ?)",
+                                     [first[-1]]).fetchone()[0] == 5, "time travel to the first flush still works"
+        assert set(lake.partition_columns()) >= set(ENABLED), "every Bronze table is partitioned"
+
+
+def test_existing_unpartitioned_tables_get_partitioned_and_a_choice_is_kept(hot):
+    hot.config = write_config(hot, ducklake={"partition_by": None})
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        lake.ensure_tables(["ledgers_row_v2", "trades_row_v1"])
+        assert lake.partition_columns() == {}
+        lake.cursor().execute(f"ALTER TABLE {lake.table('trades_row_v1')} SET PARTITIONED BY (ledger_sequence)")
+    hot.config = write_config(hot, ducklake={"partition_by": "ledger_range"})
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        lake.ensure_tables(["ledgers_row_v2", "trades_row_v1"])
+        assert lake.partition_columns() == {"ledgers_row_v2": ["ledger_range"], "trades_row_v1": ["ledger_sequence"]}
+        before = len(_snapshot_ids(hot))
+        lake.ensure_tables(["ledgers_row_v2", "trades_row_v1"])
+        assert len(_snapshot_ids(hot)) == before, "an already partitioned table is not altered again"
+
+
+def test_an_older_catalog_format_is_never_migrated_without_the_setting(hot):
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        lake.ensure_tables(["ledgers_row_v2"])
+    hot.execute("UPDATE bronze_meta.ducklake_metadata SET value = '0.3' WHERE key = 'version'")  # as an old writer left it
+    hot.load(1, 3)
+    with pytest.raises(LakeError, match="allow_catalog_migration") as raised:
+        LakeSession(hot.settings(), attach_hot=False)
+    assert "NOT migrated" in str(raised.value)
+    assert hot.execute("SELECT value FROM bronze_meta.ducklake_metadata WHERE key = 'version'") == [("0.3",)]
+    state = flush(hot)
+    assert state.is_failed() and "allow_catalog_migration" in state.message
+    assert hot.hot_count_at_or_below("ledgers_row_v2", 3) == 3
