@@ -100,12 +100,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the bronze-flush schedule from prefect.yaml, with /health and /metrics; SIGTERM shuts down gracefully."""
     from pathlib import Path
 
-    from flusher.deployment_spec import load_deployment
+    from flusher.deployment_spec import MAINTENANCE, load_deployment
     from flusher.service import FlusherService
 
     settings = _settings(args)
     spec = load_deployment(Path(args.prefect_yaml))
-    return FlusherService(settings, Path(args.config), spec, args.interval_seconds).run()
+    extra = [] if args.no_maintenance else [load_deployment(Path(args.prefect_yaml), MAINTENANCE)]
+    return FlusherService(settings, Path(args.config), spec, args.interval_seconds, extra).run()
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -157,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
     blocks.add_argument("--ducklake-block", default="flusher-ducklake", metavar="NAME")
     serve = command("serve", cmd_serve, "run the schedule, /health and /metrics in one process")
     serve.add_argument("--prefect-yaml", default="prefect.yaml", metavar="FILE", help="where the schedule lives")
+    serve.add_argument("--no-maintenance", action="store_true", help="do not also serve bronze-maintenance (daily)")
     serve.add_argument("--interval-seconds", type=int, help=argparse.SUPPRESS)  # tests only: a short schedule
     alerts = command("alerts", cmd_alerts, "install the failure automations in Prefect")
     alerts.add_argument("--automations", default="automations", metavar="DIR")

@@ -12,13 +12,16 @@ import yaml
 from flusher.config import ConfigError, Settings
 
 DEPLOYMENT = "bronze-flush"
+MAINTENANCE = "bronze-maintenance"
 
 
 @dataclass(frozen=True)
 class DeploymentSpec:
     name: str
     entrypoint: str
-    interval_seconds: int
+    interval_seconds: int | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
     description: str = ""
     tags: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -37,16 +40,19 @@ def load_deployment(path: Path, name: str = DEPLOYMENT) -> DeploymentSpec:
         raise ConfigError(f"{path} declares no deployment named {name!r}")
     raw = found[0]
     schedules = raw.get("schedules") or []
-    if len(schedules) != 1 or "interval" not in schedules[0]:
-        raise ConfigError(f"{path}: deployment {name!r} needs exactly one interval schedule")
-    interval = int(schedules[0]["interval"])
-    if not 300 <= interval <= 3600:
-        raise ConfigError(f"{path}: {name!r} runs every {interval}s; the interval must be 5-60 minutes (300-3600 s)")
+    if len(schedules) != 1 or not ({"interval", "cron"} & set(schedules[0])):
+        raise ConfigError(f"{path}: deployment {name!r} needs exactly one interval or cron schedule")
+    schedule = schedules[0]
+    interval = int(schedule["interval"]) if "interval" in schedule else None
+    if name == DEPLOYMENT and (interval is None or not 300 <= interval <= 3600):
+        raise ConfigError(f"{path}: {name!r} must run on an interval of 5-60 minutes (300-3600 s), not {schedule}")
     limit = raw.get("concurrency_limit") or {}
     spec = DeploymentSpec(
         name=name,
         entrypoint=raw["entrypoint"],
         interval_seconds=interval,
+        cron=schedule.get("cron"),
+        timezone=str(schedule.get("timezone", "UTC")),
         description=" ".join(str(raw.get("description", "")).split()),
         tags=list(raw.get("tags") or []),
         parameters=dict(raw.get("parameters") or {}),
@@ -57,10 +63,16 @@ def load_deployment(path: Path, name: str = DEPLOYMENT) -> DeploymentSpec:
     return spec
 
 
-def _check_parameters(spec: DeploymentSpec) -> None:
-    from flows.bronze_flush import bronze_flush
+def entrypoint_flow(spec: DeploymentSpec):
+    """The flow object an entrypoint like flows/bronze_flush.py:bronze_flush names."""
+    import importlib
 
-    known = set(inspect.signature(bronze_flush.fn).parameters)
+    module, _, name = spec.entrypoint.partition(":")
+    return getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
+
+
+def _check_parameters(spec: DeploymentSpec) -> None:
+    known = set(inspect.signature(entrypoint_flow(spec).fn).parameters)
     unknown = sorted(set(spec.parameters) - known)
     if unknown:
         raise ConfigError(f"deployment {spec.name!r} passes parameters {unknown} that the flow does not take: {sorted(known)}")

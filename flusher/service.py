@@ -30,11 +30,11 @@ log = logging.getLogger("postgres_ducklake_flusher.service")
 class RunnerThread:
     """A Prefect Runner serving one deployment from its own event loop in a daemon thread."""
 
-    def __init__(self, deployment: Any, name: str) -> None:
+    def __init__(self, deployments: list[Any], name: str) -> None:
         from prefect.runner import Runner
 
         self.runner = Runner(name=name, pause_on_shutdown=False)
-        self.deployment = deployment
+        self.deployments = deployments
         self.deployment_id: UUID | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ready = threading.Event()
@@ -50,7 +50,8 @@ class RunnerThread:
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.deployment_id = await self.runner.aadd_deployment(self.deployment)
+        ids = [await self.runner.aadd_deployment(d) for d in self.deployments]
+        self.deployment_id = ids[0]  # the flush: /health reports its next run
         self.ready.set()
         await self.runner.start(webserver=False)
 
@@ -105,14 +106,17 @@ class RunnerThread:
         return runs[0].expected_start_time if runs else None
 
 
-def build_deployment(spec: DeploymentSpec, settings: Settings, config_path: Path, interval_seconds: int) -> Any:
-    """The RunnerDeployment of prefect.yaml's bronze-flush, pointed at this config file."""
+def build_deployment(spec: DeploymentSpec, config_path: Path, interval_seconds: int | None = None) -> Any:
+    """The RunnerDeployment of a prefect.yaml deployment, pointed at this config file."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
-    from flows.bronze_flush import bronze_flush
 
-    return bronze_flush.to_deployment(
+    from flusher.deployment_spec import entrypoint_flow
+
+    interval = interval_seconds or spec.interval_seconds
+    schedule: dict[str, Any] = {"interval": timedelta(seconds=interval)} if interval else {"cron": spec.cron}
+    return entrypoint_flow(spec).to_deployment(
         name=spec.name,
-        interval=timedelta(seconds=interval_seconds),
+        **schedule,
         parameters={**spec.parameters, "config_path": str(config_path.resolve())},
         tags=spec.tags,
         description=spec.description,
@@ -121,10 +125,12 @@ def build_deployment(spec: DeploymentSpec, settings: Settings, config_path: Path
 
 
 class FlusherService:
-    def __init__(self, settings: Settings, config_path: Path, spec: DeploymentSpec, interval_override: int | None = None):
+    def __init__(self, settings: Settings, config_path: Path, spec: DeploymentSpec,
+                 interval_override: int | None = None, extra: list[DeploymentSpec] = ()):
         self.settings = settings
         self.config_path = config_path
         self.spec = spec
+        self.extra = list(extra)  # e.g. bronze-maintenance, on its own schedule
         self.interval = interval_override or effective_interval(spec, settings)
         self.stop_requested = threading.Event()
 
@@ -140,8 +146,9 @@ class FlusherService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         pool = make_pool(self.settings.postgres)
-        runner = RunnerThread(build_deployment(self.spec, self.settings, self.config_path, self.interval),
-                              self.settings.service.name)
+        deployments = [build_deployment(self.spec, self.config_path, self.interval)]
+        deployments += [build_deployment(extra, self.config_path) for extra in self.extra]
+        runner = RunnerThread(deployments, self.settings.service.name)
         health = HealthServer(HealthProbe(self.settings, pool, runner.next_scheduled_run),
                               self.settings.service.health_host, self.settings.service.health_port)
         health.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flusher.deployment_spec import effective_interval, load_deployment
+from flusher.deployment_spec import effective_interval, entrypoint_flow, load_deployment
 from tests.helpers import ROOT, flush, write_config
 from tests.prefect_server import free_port
 from tests.webhook import WebhookReceiver
@@ -23,14 +22,15 @@ pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
 
 
-def test_prefect_yaml_declares_a_valid_bronze_flush_deployment():
+def test_prefect_yaml_declares_valid_flush_and_maintenance_deployments():
     spec = load_deployment(ROOT / "prefect.yaml")
-    module, _, name = spec.entrypoint.partition(":")
-    flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
-    assert flow.name == "bronze-flush"
+    assert entrypoint_flow(spec).name == "bronze-flush"
     assert 300 <= spec.interval_seconds <= 3600 and spec.interval_seconds == 600
     assert spec.concurrency_limit == 1 and spec.collision_strategy == "CANCEL_NEW"
     assert "bronze" in spec.tags
+    maintenance = load_deployment(ROOT / "prefect.yaml", "bronze-maintenance")
+    assert entrypoint_flow(maintenance).name == "bronze-maintenance"
+    assert maintenance.cron and maintenance.interval_seconds is None
 
 
 def test_the_config_cannot_disagree_with_the_schedule(hot):
