@@ -75,6 +75,8 @@ class PostgresSettings(_Section):
             sslmode=self.sslmode,
             connect_timeout=self.connect_timeout_seconds,
             application_name="postgres-ducklake-flusher",
+            # A SQL_ASCII server would otherwise hand psycopg bytes instead of text.
+            client_encoding="UTF8",
         )
 
     def describe(self) -> str:

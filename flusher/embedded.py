@@ -22,11 +22,15 @@ def server_params(uri: str) -> dict[str, str]:
     return {"host": parts.get("host", "localhost"), "port": str(parts.get("port", 5432)), "user": parts.get("user", "postgres")}
 
 
-def create_database(admin_uri: str, name: str) -> None:
-    """CREATE DATABASE name unless it exists."""
+def create_database(admin_uri: str, name: str, encoding: str | None = None) -> None:
+    """CREATE DATABASE name unless it exists (encoding e.g. SQL_ASCII, which lets invalid UTF-8 in, as some hot buffers do)."""
     with psycopg.connect(admin_uri, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if encoding:
+            statement += sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(sql.Literal(encoding))
+        conn.execute(statement)
 
 
 def create_hot_schema(conn: psycopg.Connection, schema: str = "public") -> None:

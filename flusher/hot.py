@@ -181,3 +181,13 @@ def hot_row_counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> 
         except psycopg.errors.UndefinedTable:
             counts[table] = None
     return counts
+
+
+def unconstrained_numeric_columns(conn: psycopg.Connection, schema: str, tables: list[str]) -> set[tuple[str, str]]:
+    """(table, column) of NUMERIC columns without a precision, which DuckDB would read as lossy DOUBLE."""
+    rows = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = ANY(%s) AND data_type = 'numeric' AND numeric_precision IS NULL",
+        (schema, tables),
+    ).fetchall()
+    return {(t, c) for t, c in rows}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from psycopg_pool import ConnectionPool
 
 from flusher.config import Settings
-from flusher.hot import ControlSession, make_pool
+from flusher.hot import ControlSession, make_pool, unconstrained_numeric_columns
 from flusher.lake import HOT, Column, LakeSession
 from flusher.state import StateStore
 
@@ -38,7 +38,12 @@ class RunResources:
         """Attach the lake, create missing Bronze tables, and read both sides' columns once for the run."""
         self.lake = LakeSession(self.settings)
         self.lake.ensure_tables(tables)
-        self.hot_columns = self.lake.columns_by_table(HOT, self.settings.postgres.schema_name)
+        schema = self.settings.postgres.schema_name
+        self.hot_columns = self.lake.columns_by_table(HOT, schema)
+        with self.pool.connection() as conn:
+            lossy = unconstrained_numeric_columns(conn, schema, tables)
+        for table, columns in self.hot_columns.items():  # DuckDB shows these as DOUBLE; mark them for refusal
+            self.hot_columns[table] = [Column(c.name, "NUMERIC") if (table, c.name) in lossy else c for c in columns]
         self.lake_columns = self.lake.columns_by_table(self.lake.lake, self.lake.schema)
         return self.lake
 

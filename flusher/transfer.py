@@ -31,6 +31,13 @@ class ColumnPlan:
     missing_in_hot: list[str] = field(default_factory=list)  # lake columns left NULL
 
 
+# Hot types with no lossless lake type, and what to do about each.
+_REFUSED_HINTS = {
+    "NUMERIC": "NUMERIC without a precision reaches DuckDB as DOUBLE and would lose digits; declare NUMERIC(p,s) "
+               "(DuckDB keeps up to 38 digits) or store it as TEXT",
+}
+
+
 def lake_type_for(hot_type: str) -> str | None:
     """The lake type that stores a hot column's values losslessly, or None if there is none."""
     if hot_type == "TIMESTAMP WITH TIME ZONE":
@@ -56,12 +63,11 @@ def plan_columns(table: str, hot: list[Column], lake: list[Column]) -> ColumnPla
     lake_types = {c.name: c.type for c in lake}
     select, add = [], []
     for column in hot:
-        target = lake_types.get(column.name) or lake_type_for(column.type)
-        if target is None:
-            raise SchemaMismatch(
-                f"column {table}.{column.name} has type {column.type}, which the lake cannot store; "
-                "change its type in PostgreSQL or leave the table out of flush.tables"
-            )
+        mapped = lake_type_for(column.type)
+        if mapped is None:
+            hint = _REFUSED_HINTS.get(column.type, "change its type in PostgreSQL or leave the table out of flush.tables")
+            raise SchemaMismatch(f"column {table}.{column.name} has type {column.type}, which the lake cannot store: {hint}")
+        target = lake_types.get(column.name, mapped)
         if column.name not in lake_types:
             add.append(Column(column.name, target))
         select.append(_expression(column, target))

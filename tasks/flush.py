@@ -9,6 +9,7 @@ import duckdb
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flusher.diagnose import invalid_utf8, is_invalid_unicode
 from flusher.hot import Mark
 from flusher.lake import redact
 from flusher.registry import TableSpec
@@ -45,6 +46,17 @@ def _check_hot_table(res: RunResources, spec: TableSpec) -> None:
         )
 
 
+def _explain_invalid_utf8(res: RunResources, spec: TableSpec, mark: Mark, message: str) -> str:
+    try:
+        found = invalid_utf8(res.lake, spec, res.hot_columns[spec.name], mark.watermark)
+    except duckdb.Error as exc:  # the diagnosis is a courtesy; the original error still stands
+        return f"{message} (could not locate it: {exc})"
+    if not found:
+        return message
+    return ("invalid UTF-8, which the lake cannot store, in " + "; ".join(found) +
+            ". Fix or re-encode those values in PostgreSQL; the table's rows stay there until then")
+
+
 @task(
     name="flush-table",
     task_run_name="flush-{spec.name}",
@@ -63,6 +75,8 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark) -> FlushOutcome:
         result = copy_table(res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo)
     except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
         message = redact(str(exc), res.settings.postgres.password.get_secret_value())
+        if is_invalid_unicode(message):
+            message = _explain_invalid_utf8(res, spec, mark, message)
         if not isinstance(exc, TableFlushError):
             message = f"flushing {spec.name} (ledgers <= {mark.watermark}) failed: {message}"
         res.state.record_failed(mark.batch_id, spec.name, message)

@@ -1,5 +1,5 @@
 -- Test ground truth: every row version ever written to a hot table, kept in audit.<table> by triggers.
--- The flusher never touches this schema; a test compares audit with hot ∪ lake to prove exactly-once.
+-- The flusher never touches this schema; a test compares audit with hot + lake to prove exactly-once.
 CREATE SCHEMA IF NOT EXISTS audit;
 
 CREATE OR REPLACE FUNCTION audit.record() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -59,24 +59,31 @@ def prefect_api() -> str:
         server.stop()
 
 
-def _new_database(admin_uri: str) -> tuple[str, str]:
+def _hot_env(admin_uri: str, tmp_path: Path, encoding: str | None = None):
+    """A fresh hot-buffer database with the 21 tables and audit triggers; the lake catalog lives in it too."""
     name = f"hot_{uuid.uuid4().hex[:12]}"
-    create_database(admin_uri, name)
-    return name, psycopg.conninfo.make_conninfo(admin_uri, dbname=name)
+    create_database(admin_uri, name, encoding)
+    # With SQL_ASCII, psycopg would hand back bytes; ask for text (PostgreSQL passes SQL_ASCII bytes through as they are).
+    uri = psycopg.conninfo.make_conninfo(admin_uri, dbname=name, **({"client_encoding": "UTF8"} if encoding else {}))
+    with psycopg.connect(uri, autocommit=True) as conn:
+        create_hot_schema(conn)
+    env = HotEnv(uri=uri, database=name, params=server_params(admin_uri), tmp=tmp_path)
+    env.config = write_config(env)
+    env.install_audit()
+    yield env
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
 def hot(pg_admin_uri: str, tmp_path: Path) -> HotEnv:
-    """A fresh hot-buffer database with the 21 tables and audit triggers; the lake catalog lives in it too."""
-    name, uri = _new_database(pg_admin_uri)
-    with psycopg.connect(uri, autocommit=True) as conn:
-        create_hot_schema(conn)
-    env = HotEnv(uri=uri, database=name, params=server_params(pg_admin_uri), tmp=tmp_path)
-    env.config = write_config(env)
-    env.install_audit()
-    yield env
-    with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield from _hot_env(pg_admin_uri, tmp_path)
+
+
+@pytest.fixture
+def ascii_hot(pg_admin_uri: str, tmp_path: Path) -> HotEnv:
+    """A hot buffer in a SQL_ASCII database, which (like some real ones) stores bytes that are not UTF-8."""
+    yield from _hot_env(pg_admin_uri, tmp_path, encoding="SQL_ASCII")
 
 
 @pytest.fixture(scope="session")
