@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 PHASES = ("watermark", "flush", "delete", "vacuum", "overhead")
+COLOURS = {"ceiling": "#888888", "seed-pattern": "#cc6666", "flusher": "#3366cc", "dlt": "#66aa66"}
 
 
 def draw(results: dict, png: Path) -> None:
@@ -29,7 +30,7 @@ def draw(results: dict, png: Path) -> None:
         high = [r["rows"] / r["wall_min"] for r in runs]
         ax = axes[row][0]
         ax.bar(names, rate, yerr=[[a - b for a, b in zip(rate, low)], [b - a for a, b in zip(rate, high)]],
-               color=["#888", "#c66", "#36c", "#6a6"][: len(names)], capsize=4)
+               color=[COLOURS.get(n, "#999999") for n in names], capsize=4)
         ax.set_title(f"{size}: {runs[0]['rows']:,} rows — rows/s (median, min–max)")
         ax.grid(axis="y", alpha=0.3)
         ax = axes[row][1]

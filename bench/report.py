@@ -38,6 +38,10 @@ def summarise(measurements: list[Measurement], datasets: dict[str, dict]) -> lis
                 "phases": {p: statistics.median(m.phases[p] for m in good) if good and all(p in m.phases for m in good) else None
                            for p in PHASES},
                 "peak_rss_mib": max(m.peak_rss_mib for m in runs),
+                "cpu_seconds_median": statistics.median(m.extra.get("cpu_seconds", 0.0) for m in runs),
+                "flow_runs": max(m.extra.get("runs", 0) for m in runs),
+                # Other work on the machine shows up here: a 2-core box with a load average above 2 is contended.
+                "load_avg_1m_median": statistics.median(m.extra.get("load_avg_1m_after", 0.0) for m in runs),
                 "problems": [p for m in runs for p in m.problems][:5],
             })
     return rows
@@ -84,18 +88,24 @@ def _seconds(value: float | None) -> str:
 def markdown(summary: list[dict[str, Any]], datasets: dict[str, dict], ratio: dict, checks: Iterable[tuple]) -> str:
     lines = [
         "| size | variant | rows | wall s median (min–max) | rows/s | MB/s | watermark | flush | delete | vacuum "
-        "| Prefect + other | peak RSS MiB | verified |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| Prefect + other | CPU s | peak RSS MiB | load avg | verified |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in summary:
         p = r["phases"]
         lines.append(
             f"| {r['size']} | {r['variant']} | {r['rows']:,} | {r['wall_median']:.2f} ({r['wall_min']:.2f}–{r['wall_max']:.2f}) "
             f"| {r['rows_per_s']:,.0f} | {r['mb_per_s']:.1f} | {_seconds(p['watermark'])} | {_seconds(p['flush'])} "
-            f"| {_seconds(p['delete'])} | {_seconds(p['vacuum'])} | {_seconds(p['overhead'])} | {r['peak_rss_mib']:.0f} "
+            f"| {_seconds(p['delete'])} | {_seconds(p['vacuum'])} | {_seconds(p['overhead'])} | {r['cpu_seconds_median']:.1f} "
+            f"| {r['peak_rss_mib']:.0f} "
+            f"| {r['load_avg_1m_median']:.1f} "
             f"| {'yes' if r['verified'] else 'NO'} ({r['reps']} reps) |"
         )
     lines.append("")
+    for r in summary:
+        if r["flow_runs"] > 1:
+            lines.append(f"- **{r['size']}**: the backlog moved in {r['flow_runs']} flow runs (ledger cap per run), "
+                         f"{r['rows'] / r['flow_runs']:,.0f} rows per run on average")
     for size, values in ratio.items():
         text = ", ".join(f"{name} {value:.2f}×" for name, value in values.items())
         lines.append(f"- ratios at **{size}** (throughput, above 1 = the flusher is faster): {text}")

@@ -74,13 +74,14 @@ def run_all(args: argparse.Namespace, tmp: Path) -> tuple[list[Measurement], dic
                     for variant in variants:  # interleaved, so drift on the machine hits every variant alike
                         ws = prepare(admin, dataset, tmp / "run", cap)
                         m = measure(size, variant, rep, ws, _python_for(variant, args.peer_python), prefect_env,
-                                    until_empty=cap > 0)
+                                    tmp / "pg", until_empty=cap > 0)
                         measurements.append(m)
                         status = "ok" if m.verified else "FAILED: " + "; ".join(m.problems)[:400]
                         print(f"[{size}] rep {rep} {variant:13} {m.wall:7.2f} s  {m.rows / max(m.wall, 1e-9):>10,.0f} rows/s"
-                              f"  RSS {m.peak_rss_mib:5.0f} MiB  {status}", flush=True)
+                              f"  CPU {m.extra.get('cpu_seconds', 0):6.2f} s  RSS {m.peak_rss_mib:5.0f} MiB"
+                              f"  load {m.extra.get('load_avg_1m_after', 0):4.1f}  {status}", flush=True)
                         if variant == "flusher" and cap:
-                            print(f"[{size}]   {m.extra.get('runs')} flow runs of <= {cap:,} ledgers", flush=True)
+                            print(f"[{size}]   {m.extra.get('runs')} flow runs of <= {cap:,} ledgers each", flush=True)
     finally:
         server.cleanup()
     return measurements, datasets
