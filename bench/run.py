@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = ratios(summary)
     checks = targets(summary, ratio)
     table = markdown(summary, datasets, ratio, checks)
-    command = "make bench-catchup" if args.catchup else "make bench"
+    command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])  # what make bench runs
     header = (f"Measured by `{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
               f"{args.reps if not args.catchup else 1} repetitions per variant, {time.perf_counter() - started:.0f} s in all.")
     print("\n" + header + "\n\n" + table)
