@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lock clean
+.PHONY: install demo test test-fast bench bench-catchup lock clean
 
 install: $(STAMP)
 
@@ -27,8 +27,24 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: install
-	$(BIN)/python -m bench.run
+# Benchmark tools (dlt, matplotlib, pyinstrument) live in their own venv, never in the service's.
+BENCH_VENV  := bench/.venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
+# Ceiling, seed pattern, this flusher and dlt on identical seed-sized and 2M-row data; writes bench/results/bench.*
+# and README's Performance table. BENCH_ARGS="--reps 5" etc. pass options through.
+bench: install $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --peer-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
+
+# The >= 10M-row backlog through the real flow with a ledger cap per run (too long for `make bench`).
+bench-catchup: install $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --catchup --peer-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 # Refresh the lock after changing pyproject.toml dependencies.
 lock:
@@ -36,4 +52,4 @@ lock:
 	  && .lockenv/bin/pip freeze --exclude-editable > requirements.lock && rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache build *.egg-info

@@ -33,6 +33,7 @@ ORDER BY c.ordinal_position
 _INSERT = sql.SQL(
     "INSERT INTO {table} ({columns}) SELECT {values}"
     " FROM generate_series(%s::bigint, %s::bigint) AS l(ledger) CROSS JOIN generate_series(%s::int, %s::int) AS r(idx)"
+    " WHERE mod(ledger, %s) = 0"
 )
 
 # Value expressions see `ledger` (bigint) and `idx` (the row index within its ledger).
@@ -41,6 +42,8 @@ _MIX = "(ledger * 7 + idx * 13 + %s)"  # parameter: the column's salt
 _NULL_ROW = "mod(ledger + idx + %s, 7) = 0"  # parameter: the column's salt
 _ACCOUNT = re.compile(r"(account|account_id|issuer|address|destination|trustor|signer|sponsor|holder|from|to)$")
 _AMOUNT = re.compile(r"(amount|balance|limit|liabilities|price)$")
+# Encoded XDR blobs: the widest text in real Hubble rows (envelopes, results, metas, events, ledger entries).
+_XDR = re.compile(r"(_xdr|^tx_envelope|^tx_result|^tx_meta|^tx_fee_meta|^ledger_header)$")
 _ARRAY_ELEMENT = 'auth "v2", signed'
 
 
@@ -49,7 +52,14 @@ def _salt(column: str) -> int:
     return zlib.crc32(column.encode()) % 1000
 
 
-def _value(column: str, udt: str, is_key: bool) -> tuple[str, list[object]] | None:
+def _xdr(column: str, chars: int) -> tuple[str, list[object]]:
+    """Hex text of `chars` characters from distinct hashes, so it compresses about as badly as real XDR."""
+    parts = -(-chars // 32)
+    hashes = " || ".join(["md5(ledger || '/' || idx || '/' || %s || '/' || %s)"] * parts)
+    return f"left({hashes}, {int(chars)})", [arg for part in range(parts) for arg in (column, part)]
+
+
+def _value(column: str, udt: str, is_key: bool, xdr_chars: int = 0) -> tuple[str, list[object]] | None:
     """Return the SQL expression of a column's value and its parameters; None for an unsupported type."""
     salt = _salt(column)
     if udt in ("int2", "int4", "int8"):
@@ -70,6 +80,8 @@ def _value(column: str, udt: str, is_key: bool) -> tuple[str, list[object]] | No
         return f"ARRAY[%s, {_HASH}]", [_ARRAY_ELEMENT, column]
     if udt not in ("text", "varchar"):
         return None
+    if xdr_chars > 0 and _XDR.search(column):
+        return _xdr(column, xdr_chars)
     if column.endswith("contract_id"):
         return f"'C' || upper(left(repeat({_HASH}, 2), 55))", [column]
     if _ACCOUNT.search(column):
@@ -89,11 +101,14 @@ def load_synthetic(
     rows_per_ledger: dict[str, int] | None = None,
     schema: str = "public",
     first_row: int = 0,
+    every_n_ledgers: dict[str, int] | None = None,
+    xdr_chars: int = 0,
 ) -> dict[str, int]:
     """Insert n_ledgers ledgers' worth of rows into each table; return rows inserted per table.
 
     Row indexes within a ledger start at first_row, so a later call with a higher first_row adds late rows to
-    ledgers already written without colliding with their keys.
+    ledgers already written without colliding with their keys. `every_n_ledgers` makes a table sparse (rows only
+    in ledgers divisible by n); `xdr_chars` > 0 widens XDR columns to that many characters (0: a 32-char hash).
     """
     rows = DEFAULT_ROWS_PER_LEDGER | (rows_per_ledger or {})
     inserted: dict[str, int] = {}
@@ -110,7 +125,7 @@ def load_synthetic(
                     expr, args = "ledger", []
                 elif column == "ledger_range":
                     expr, args = "ledger / 10000 * 10000", []
-                elif (value := _value(column, udt, is_key)) is None:
+                elif (value := _value(column, udt, is_key, xdr_chars)) is None:
                     continue  # left to its default; a NOT NULL one fails loudly
                 elif nullable and not is_key:
                     expr, args = f"CASE WHEN {_NULL_ROW} THEN NULL ELSE {value[0]} END", [_salt(column), *value[1]]
@@ -125,6 +140,8 @@ def load_synthetic(
                 values=sql.SQL(", ").join(values),
             )
             per_ledger = rows.get(table, 1)
-            cur.execute(query, [*params, first_ledger, first_ledger + n_ledgers - 1, first_row, first_row + per_ledger - 1])
+            stride = (every_n_ledgers or {}).get(table, 1)
+            last_ledger = first_ledger + n_ledgers - 1
+            cur.execute(query, [*params, first_ledger, last_ledger, first_row, first_row + per_ledger - 1, stride])
             inserted[table] = cur.rowcount
     return inserted

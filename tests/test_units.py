@@ -107,3 +107,15 @@ def test_a_missing_extension_wheel_says_what_to_install(monkeypatch):
     monkeypatch.setitem(extensions.EXTENSION_PACKAGES, "ducklake", "duckdb_extension_not_installed")
     with pytest.raises(extensions.ExtensionMissing, match=f"pip install duckdb-extension-not-installed=={duckdb.__version__}"):
         extensions.extension_path("ducklake")
+
+
+def test_httpfs_is_loaded_only_for_a_remote_lake():
+    from flusher.config import settings_from_mapping
+    from flusher.lake import _extensions_for
+
+    def settings(data_path: str):
+        raw = {"postgres": {"database": "hot"}, "ducklake": {"catalog_path": "host=db dbname=c", "data_path": data_path}}
+        return settings_from_mapping(raw, environ={})
+
+    assert "httpfs" in _extensions_for(settings("s3://bronze/lake"))
+    assert _extensions_for(settings("/var/lib/lake")) == ("postgres_scanner", "ducklake")
