@@ -41,10 +41,15 @@ def cmd_flush(args: argparse.Namespace) -> int:
         max_ledgers_per_run=args.max_ledgers,
         return_state=True,
     )
+    return _report_state("flush", state)
+
+
+def _report_state(what: str, state) -> int:
+    """Print a flow run's outcome in one line; 0 when it completed (or skipped), 1 otherwise."""
     if state.is_completed():
         print(f"{state.name}: {state.message}")
         return 0
-    print(f"flush {state.name.lower()}: {state.message}", file=sys.stderr)
+    print(f"{what} {state.name.lower()}: {state.message}", file=sys.stderr)
     return 1
 
 
@@ -54,11 +59,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     from flows.maintenance import bronze_maintenance
 
     state = bronze_maintenance(config_path=args.config, dry_run=args.dry_run, return_state=True)
-    if state.is_completed():
-        print(f"{state.name}: {state.message}")
-        return 0
-    print(f"maintenance {state.name.lower()}: {state.message}", file=sys.stderr)
-    return 1
+    return _report_state("maintenance", state)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
