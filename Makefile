@@ -20,8 +20,9 @@ demo: install
 	$(BIN)/postgres-ducklake-flusher demo
 
 # The whole suite: real PostgreSQL (pgserver, or $$FLUSHER_TEST_PG_URI), DuckLake, Prefect and S3 (moto).
+# Two workers, each with its own PostgreSQL, Prefect server and S3 server (session fixtures are per process).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # Without the slow crash/concurrency tests.
 test-fast: install

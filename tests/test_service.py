@@ -50,6 +50,18 @@ def _prefect(*args: str, env: dict | None = None, timeout: float = 180) -> subpr
     return result
 
 
+def _forget_deployments() -> None:
+    """Delete the deployments a test registered, so the next test's runner never sees their scheduled runs."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for name in ("bronze-flush/bronze-flush", "bronze-maintenance/bronze-maintenance"):
+            try:
+                client.delete_deployment(client.read_deployment_by_name(name).id)
+            except Exception:  # noqa: BLE001 - not registered by this test
+                pass
+
+
 def _wait_for_run(flow_run_id: str, timeout: float = 180) -> dict:
     from prefect.client.orchestration import get_client
 
@@ -80,6 +92,7 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
+        _forget_deployments()
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -192,6 +205,7 @@ def test_serve_runs_the_schedule_reports_health_and_metrics_and_shuts_down_grace
     finally:
         if restarted.process.poll() is None:
             os.killpg(restarted.process.pid, signal.SIGKILL)
+        _forget_deployments()
 
 
 def test_a_second_sigterm_exits_at_once_and_the_next_start_converges(hot):
@@ -209,6 +223,7 @@ def test_a_second_sigterm_exits_at_once_and_the_next_start_converges(hot):
     finally:
         if service.process.poll() is None:
             os.killpg(service.process.pid, signal.SIGKILL)
+        _forget_deployments()
     deadline = time.monotonic() + 60
     while _flush_in_flight(hot) and time.monotonic() < deadline:  # the orphaned run may still be sleeping
         time.sleep(0.5)
