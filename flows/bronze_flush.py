@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -31,15 +32,17 @@ def run_bounded(
     progress: Callable[[int], None] = lambda done: None,
 ) -> dict[Any, PrefectFuture]:
     """Submit one task per item with at most `limit` running at once; return every item's finished future."""
-    pending: set[PrefectFuture] = set()
+    pending: set[concurrent.futures.Future] = set()
     futures: dict[Any, PrefectFuture] = {}
     for item in items:
         while len(pending) >= limit:
-            pending = wait(list(pending), timeout=0.05).not_done
+            # concurrent.futures.wait, not prefect.futures.wait: with a timeout, Prefect's arms SIGALRM in the main
+            # thread, and the alarm once fired inside a lock's release and failed the run.
+            _, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
             progress(len(futures) - len(pending))
         futures[item] = submit(item)
-        pending.add(futures[item])
-    wait(list(pending))
+        pending.add(futures[item].wrapped_future)
+    concurrent.futures.wait(pending)
     progress(len(futures))
     return futures
 
