@@ -10,8 +10,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.settings import temporary_settings
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from flusher.config import Settings
 from flusher.hot import Mark
@@ -59,11 +61,21 @@ def _outcome(future: PrefectFuture) -> tuple[Any, str | None]:
 def delete_flushed_rows(res: RunResources, mark: Mark, flushed: dict[str, tuple[TableSpec, int]]) -> dict[str, Any]:
     """Delete subflow: for each table whose flush committed, delete its rows on the flush's snapshot."""
     futures = run_bounded(
-        lambda name: delete_flushed.submit(res, flushed[name][0], mark, flushed[name][1]),
+        lambda name: delete_flushed.submit(quote(res), flushed[name][0], mark, flushed[name][1]),
         sorted(flushed),
         res.settings.postgres.pool_size,
     )
     return {name: _outcome(future) for name, future in futures.items()}
+
+
+def _delete_subflow(res: RunResources, mark: Mark, committed: dict[str, tuple[TableSpec, int]]) -> dict[str, Any]:
+    """Run the delete subflow without flow-run heartbeats of its own.
+
+    It lives in this flow run's process, whose heartbeats already show it alive; its own would add nothing but a
+    wait of up to a second when it ends (Prefect joins a heartbeat thread that sleeps in one-second steps).
+    """
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        return delete_flushed_rows(quote(res), mark, committed)
 
 
 def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, tuple[FlushOutcome | None, str | None]]:
@@ -71,7 +83,7 @@ def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[st
     backoff = [flush.retry_delay_seconds * 2**attempt for attempt in range(flush.retries)]  # 2s, 4s, 8s, ...
     task = flush_table.with_options(retries=flush.retries, retry_delay_seconds=backoff or 0)
     tracker = ProgressTracker(len(specs))
-    futures = run_bounded(lambda spec: task.submit(res, spec, mark), specs, flush.concurrency, tracker.update)
+    futures = run_bounded(lambda spec: task.submit(quote(res), spec, mark), specs, flush.concurrency, tracker.update)
     return {spec.name: _outcome(future) for spec, future in futures.items()}
 
 
@@ -121,7 +133,7 @@ def bronze_flush(
             for name, (outcome, _) in flushes.items()
             if outcome is not None and outcome.rows > 0
         }
-        deletes = delete_flushed_rows(res, mark, committed) if committed else {}
+        deletes = _delete_subflow(res, mark, committed) if committed else {}
         res.control.release()
         report = RunReport.build(mark, specs, flushes, deletes)
         vacuumed = False
