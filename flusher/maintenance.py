@@ -49,7 +49,7 @@ def unconfirmed_commits(lake: LakeSession, state: StateStore, tables: list[str])
     out = {}
     with lake.cursor() as cur:
         for table in tables:
-            snapshots = labelled_snapshots(cur, lake.lake, table, state.open_batches(table))
+            snapshots = labelled_snapshots(lake, cur, table, state.open_batches(table))
             if snapshots:
                 out[table] = snapshots
     return out

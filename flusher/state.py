@@ -49,13 +49,19 @@ class StateStore:
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('postgres-ducklake-flusher:ddl', 0))")
             conn.execute(self._q(ddl))
 
+    _RECONCILE = (
+        "UPDATE {schema}.table_batches b SET status = 'confirmed', rows_deleted = c.rows_deleted, "
+        "delete_seconds = c.delete_seconds, error = NULL, updated_at = now() FROM {schema}.confirmed_batches c "
+        "WHERE c.batch_id = b.batch_id AND c.table_name = b.table_name AND b.status <> 'confirmed'"
+    )
+
     def reconcile(self) -> None:
         """Bring table_batches.status in line with confirmed_batches (a crash can fall between the two)."""
-        self._execute(
-            "UPDATE {schema}.table_batches b SET status = 'confirmed', rows_deleted = c.rows_deleted, "
-            "delete_seconds = c.delete_seconds, error = NULL, updated_at = now() FROM {schema}.confirmed_batches c "
-            "WHERE c.batch_id = b.batch_id AND c.table_name = b.table_name AND b.status <> 'confirmed'"
-        )
+        self._execute(self._RECONCILE)
+
+    def reconcile_one(self, batch: int, table: str) -> None:
+        """reconcile() for one just-confirmed batch of one table: a primary-key lookup, not a join over the history."""
+        self._execute(self._RECONCILE + " AND b.batch_id = %s AND b.table_name = %s", (batch, table))
 
     def start_run(self, flow_run_id: str | None) -> int:
         """Open a run (the caller holds the flusher lock, so any run still 'running' died) and return its batch id."""
@@ -80,12 +86,15 @@ class StateStore:
         )
         return [r[0] for r in rows]
 
-    def record_pending(self, batch: int, table: str, watermark: int) -> None:
-        self._execute(
+    def record_pending(self, batch: int, table: str, watermark: int) -> bool:
+        """Note that the table's flush starts; True on its first attempt in this batch, False on a retry."""
+        rows = self._execute(
             "INSERT INTO {schema}.table_batches (batch_id, table_name, watermark, status) VALUES (%s, %s, %s, 'pending') "
-            "ON CONFLICT (batch_id, table_name) DO UPDATE SET status = 'pending', error = NULL, updated_at = now()",
+            "ON CONFLICT (batch_id, table_name) DO UPDATE SET status = 'pending', error = NULL, updated_at = now() "
+            "RETURNING (xmax = 0)",  # xmax is 0 on a fresh insert and set when ON CONFLICT updated the row
             (batch, table, watermark),
         )
+        return bool(rows[0][0])
 
     def record_committed(
         self, batch: int, table: str, snapshot_id: int | None, rows: int, seconds: float, undone: list[int]

@@ -89,18 +89,33 @@ def label(spec: TableSpec, mark: Mark) -> tuple[str, str]:
     return f"flush {spec.name} batch {mark.batch_id} up to ledger {mark.watermark}", json.dumps(info)
 
 
-def labelled_snapshots(cur: duckdb.DuckDBPyConnection, lake: str, table: str, batches: list[int]) -> list[int]:
-    """Lake snapshots this flusher committed for `table` in any of `batches`."""
+def labelled_snapshots(session: LakeSession, cur: duckdb.DuckDBPyConnection, table: str, batches: list[int]) -> list[int]:
+    """Lake snapshots this flusher committed for `table` in any of `batches`.
+
+    Reads the catalog's ducklake_snapshot_changes directly: the author filter reaches the catalog database, and it
+    costs a fraction of `snapshots()`, which assembles every snapshot's change list first.
+    """
     if not batches:
         return []
     rows = cur.execute(
-        f"SELECT snapshot_id FROM {quote_ident(lake)}.snapshots() "
+        f"SELECT snapshot_id FROM {session.metadata('ducklake_snapshot_changes')} "
         "WHERE author = ? AND json_extract_string(commit_extra_info, '$.table') = ? "
         "AND TRY_CAST(json_extract_string(commit_extra_info, '$.batch') AS BIGINT) IN (SELECT unnest(?::BIGINT[])) "
         "ORDER BY snapshot_id",
         [COMMIT_AUTHOR, table, batches],
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def committed_snapshot(session: LakeSession, info: str) -> int | None:
+    """The snapshot of the commit labelled exactly `info` (an equality the catalog database can answer itself)."""
+    with session.cursor() as cur:
+        row = cur.execute(
+            f"SELECT max(snapshot_id) FROM {session.metadata('ducklake_snapshot_changes')} "
+            "WHERE author = ? AND commit_extra_info = ?",
+            [COMMIT_AUTHOR, info],
+        ).fetchone()
+    return row[0] if row else None
 
 
 def copy_table(
@@ -121,7 +136,7 @@ def copy_table(
         cur.execute(f"CALL postgres_execute({quote_literal(HOT)}, {quote_literal('SET TRANSACTION SNAPSHOT ' + snapshot)})")
         for column in plan.add_to_lake:
             cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column.name)} {column.type}")
-        undone = labelled_snapshots(cur, session.lake, spec.name, undo)
+        undone = labelled_snapshots(session, cur, spec.name, undo)
         if undone:
             cur.execute(f"DELETE FROM {target} WHERE snapshot_id IN (SELECT unnest(?::BIGINT[]))", [undone])
         rows = cur.execute(
@@ -144,9 +159,7 @@ def copy_table(
     finally:
         cur.close()
     failpoints.hit("after_lake_commit", spec.name)
-    with session.cursor() as check:
-        committed = labelled_snapshots(check, session.lake, spec.name, [mark.batch_id])
-    return CopyResult(rows, committed[-1] if committed else None, undone, [c.name for c in plan.add_to_lake])
+    return CopyResult(rows, committed_snapshot(session, info), undone, [c.name for c in plan.add_to_lake])
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:

@@ -52,7 +52,7 @@ def delete_flushed(res: RunResources, spec: TableSpec, mark: Mark, rows_flushed:
                 conn.execute("ROLLBACK")
             raise
     failpoints.hit("after_delete", spec.name)
-    res.state.reconcile()
+    res.state.reconcile_one(mark.batch_id, spec.name)
     seconds = time.perf_counter() - started
     logger.info("Deleted %s rows from %s in PostgreSQL in %.2fs", deleted, spec.name, seconds)
     return DeleteOutcome(spec.name, deleted, seconds)

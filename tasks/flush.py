@@ -70,8 +70,10 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark) -> FlushOutcome:
     started = time.perf_counter()
     try:
         _check_hot_table(res, spec)
-        res.state.record_pending(mark.batch_id, spec.name, mark.watermark)
+        first_attempt = res.state.record_pending(mark.batch_id, spec.name, mark.watermark)
         undo = res.state.open_batches(spec.name)
+        if first_attempt:  # this batch has no lake commit yet; with no other open batch the undo lookup is skipped
+            undo = [b for b in undo if b != mark.batch_id]
         result = copy_table(res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo)
     except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
         message = redact(str(exc), res.settings.postgres.password.get_secret_value())
