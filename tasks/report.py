@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,16 +118,23 @@ class RunReport:
 
 
 class ProgressTracker:
-    """A progress artifact in the UI: the share of tables whose flush has finished."""
+    """A progress artifact in the UI: the share of tables whose flush has finished.
 
-    def __init__(self, total: int) -> None:
+    Each update is an API round trip made between task submissions, so updates come at most every
+    `min_interval` seconds (a short flush shows 0% then 100%; a long one moves as it goes).
+    """
+
+    def __init__(self, total: int, min_interval: float = 1.0) -> None:
         self.total = max(total, 1)
-        self.done = -1
+        self.done = 0
+        self.min_interval = min_interval
+        self.updated_at = time.monotonic()
         self.artifact_id = create_progress_artifact(0.0, key="bronze-flush-progress", description="tables flushed")
 
     def update(self, done: int) -> None:
-        if done != self.done:
-            self.done = done
+        now = time.monotonic()
+        if done != self.done and (done >= self.total or now - self.updated_at >= self.min_interval):
+            self.done, self.updated_at = done, now
             update_progress_artifact(self.artifact_id, 100.0 * done / self.total)
 
 
