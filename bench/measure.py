@@ -23,6 +23,25 @@ MODULES = {
 DELETES = {"ceiling", "seed-pattern", "flusher"}  # dlt only copies
 
 
+def parse_variant(label: str) -> tuple[str, dict[str, str]]:
+    """'flusher[flush.concurrency=2,ducklake.threads=1]' -> ('flusher', {FLUSHER_FLUSH_CONCURRENCY: '2', ...}).
+
+    The settings in brackets reach the variant as the config's environment overrides, so one run can compare
+    tunings side by side; a plain name runs with the workspace's config as it is.
+    """
+    base, _, options = label.partition("[")
+    if base not in MODULES:
+        raise ValueError(f"unknown variant {base!r}; choose from {', '.join(MODULES)}")
+    env = {}
+    for item in filter(None, options.rstrip("]").split(",")):
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not (sep and dot):
+            raise ValueError(f"variant option {item!r} is not section.key=value")
+        env[f"FLUSHER_{section.upper()}_{name.upper()}"] = value.strip()
+    return base, env
+
+
 @dataclass
 class Measurement:
     size: str
@@ -64,11 +83,12 @@ def verify(variant: str, ws: Workspace, result: dict) -> list[str]:
 
 def measure(size: str, variant: str, rep: int, ws: Workspace, python: str, env: dict[str, str], pgdata: Path,
             **spec_extra: object) -> Measurement:
-    result_path = ws.root / f"{variant}.result.json"
+    base, overrides = parse_variant(variant)
+    result_path = ws.root / f"{base}.result.json"
     spec = ws.spec(result_path, root=str(ws.root), **spec_extra)
-    log = ws.root / f"{variant}.log"
+    log = ws.root / f"{base}.log"
     load_before, pg_before = os.getloadavg()[0], postgres_cpu_seconds(pgdata)
-    code, rss, cpu = run_subprocess(python, MODULES[variant], spec, os.environ | env, log)
+    code, rss, cpu = run_subprocess(python, MODULES[base], spec, os.environ | env | overrides, log)
     time.sleep(0.3)  # let the postmaster reap the variant's backends, so their CPU is counted
     pg_cpu = postgres_cpu_seconds(pgdata) - pg_before
     load = {"load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0], "cpu_seconds": cpu + pg_cpu,
@@ -77,7 +97,7 @@ def measure(size: str, variant: str, rep: int, ws: Workspace, python: str, env: 
         tail = log.read_text()[-2000:]
         return Measurement(size, variant, rep, 0.0, {}, rss, 0, False, [f"exit code {code}: {tail}"], load)
     result = json.loads(result_path.read_text())
-    problems = verify(variant, ws, result)
+    problems = verify(base, ws, result)
     extra = load | {k: v for k, v in result.items() if k not in ("wall", "phases", "rows", "lake_counts")}
     return Measurement(size, variant, rep, result["wall"], result["phases"], rss, sum(ws.expected.values()),
                        not problems, problems, extra)

@@ -16,8 +16,9 @@ MIB = 1024 * 1024
 def summarise(measurements: list[Measurement], datasets: dict[str, dict]) -> list[dict[str, Any]]:
     """One row per (size, variant) with the median of each figure and the min/max of wall time."""
     rows = []
+    tuned = [v for v in dict.fromkeys(m.variant for m in measurements) if v not in VARIANTS]
     for size, data in datasets.items():
-        for variant in VARIANTS:
+        for variant in (*VARIANTS, *tuned):
             runs = [m for m in measurements if m.size == size and m.variant == variant]
             if not runs:
                 continue
@@ -40,6 +41,8 @@ def summarise(measurements: list[Measurement], datasets: dict[str, dict]) -> lis
                 "peak_rss_mib": max(m.peak_rss_mib for m in runs),
                 "cpu_seconds_median": statistics.median(m.extra.get("cpu_seconds", 0.0) for m in runs),
                 "flow_runs": max(m.extra.get("runs", 0) for m in runs),
+                "flow_engine": statistics.median(m.phases["flow_engine"] for m in good)
+                if good and all("flow_engine" in m.phases for m in good) else None,
                 # Other work on the machine shows up here: a 2-core box with a load average above 2 is contended.
                 "load_avg_1m_median": statistics.median(m.extra.get("load_avg_1m_after", 0.0) for m in runs),
                 "problems": [p for m in runs for p in m.problems][:5],
@@ -106,6 +109,12 @@ def markdown(summary: list[dict[str, Any]], datasets: dict[str, dict], ratio: di
         if r["flow_runs"] > 1:
             lines.append(f"- **{r['size']}**: the backlog moved in {r['flow_runs']} flow runs (ledger cap per run), "
                          f"{r['rows'] / r['flow_runs']:,.0f} rows per run on average")
+    for r in summary:
+        engine = r.get("flow_engine")
+        if engine is not None:
+            lines.append(f"- **{r['size']}**: of the flusher's {r['wall_median']:.2f} s, {engine:.2f} s are Prefect's flow-run "
+                         "engine outside the flow function (creating and finishing the run; at the end it joins its "
+                         "heartbeat thread, which sleeps in one-second steps)")
     for size, values in ratio.items():
         text = ", ".join(f"{name} {value:.2f}×" for name, value in values.items())
         lines.append(f"- ratios at **{size}** (throughput, above 1 = the flusher is faster): {text}")

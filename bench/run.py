@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench.dataset import SIZES, Dataset, build_template
-from bench.measure import ROOT, Measurement, measure
+from bench.measure import ROOT, Measurement, measure, parse_variant
 from bench.prefect_server import prefect_server
 from bench.report import markdown, ratios, summarise, targets
 from bench.workspace import prepare
@@ -32,7 +33,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="seed,large", help="comma-separated: seed, large")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--variants", default="ceiling,seed-pattern,flusher,dlt")
+    parser.add_argument("--variants", default="ceiling,seed-pattern,flusher,dlt",
+                        help="comma-separated; settings in brackets tune one run, e.g. flusher[flush.concurrency=2]")
     parser.add_argument("--catchup", action="store_true", help="only the catch-up run (flusher with a ledger cap)")
     parser.add_argument("--peer-python", default=str(PEER_PYTHON), help="Python of bench/.venv (dlt, matplotlib)")
     parser.add_argument("--name", default=None, help="results file stem (default: bench, or catchup)")
@@ -41,14 +43,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _python_for(variant: str, peer_python: str) -> str:
-    return peer_python if variant == "dlt" else sys.executable
+    return peer_python if parse_variant(variant)[0] == "dlt" else sys.executable
 
 
 def _plan(args: argparse.Namespace) -> list[tuple[str, list[str], int, int]]:
     """(size, variants, reps, ledger cap) to run."""
     if args.catchup:
         return [("catchup", ["flusher"], 1, CATCHUP_CAP)]
-    variants = args.variants.split(",")
+    variants = re.findall(r"[^,\[]+(?:\[[^\]]*\])?", args.variants)  # commas inside [...] separate options
+    for variant in variants:
+        parse_variant(variant)  # an unknown name or a malformed option stops here, before any data is loaded
     if "dlt" in variants and not Path(args.peer_python).exists():
         print(f"note: {args.peer_python} missing (run `make bench`), so dlt is left out", file=sys.stderr)
         variants.remove("dlt")
