@@ -39,6 +39,13 @@ def test_the_example_config_is_valid_and_keeps_the_go_services_defaults():
     assert len(selected_tables(settings.flush)) == 19
 
 
+def test_flush_concurrency_defaults_to_one_table_per_core_within_2_to_4(monkeypatch):
+    for cores, expected in ((1, 2), (2, 2), (3, 3), (16, 4), (None, 2)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert settings_from_mapping(GOOD, "test.yaml", {}).flush.concurrency == expected
+    assert settings_from_mapping(_with("flush", concurrency=8), "test.yaml", {}).flush.concurrency == 8
+
+
 @pytest.mark.parametrize("minutes", [0, 4, 61, 1440])
 def test_flush_interval_outside_5_to_60_is_rejected(minutes):
     message = _error(_with("service", flush_interval_minutes=minutes))
