@@ -78,9 +78,10 @@ def targets(summary: list[dict[str, Any]], ratio: dict[str, dict[str, float]]) -
     for size, values in ratio.items():
         if "flusher/dlt" in values:
             checks.append((f"{size}: flusher faster than dlt", f"{values['flusher/dlt']:.2f} x", values["flusher/dlt"] > 1))
-    if ("large", "flusher") in found:
-        rss = found[("large", "flusher")]["peak_rss_mib"]
-        checks.append(("large: flusher peak RSS <= 1 GiB", f"{rss:.0f} MiB", rss <= 1024))
+    for size in ("large", "catchup"):
+        if (size, "flusher") in found:
+            rss = found[(size, "flusher")]["peak_rss_mib"]
+            checks.append((f"{size}: flusher peak RSS <= 1 GiB", f"{rss:.0f} MiB", rss <= 1024))
     return checks
 
 
@@ -116,6 +117,8 @@ def markdown(summary: list[dict[str, Any]], datasets: dict[str, dict], ratio: di
                          "engine outside the flow function (creating and finishing the run; at the end it joins its "
                          "heartbeat thread, which sleeps in one-second steps)")
     for size, values in ratio.items():
+        if not values:
+            continue
         text = ", ".join(f"{name} {value:.2f}×" for name, value in values.items())
         lines.append(f"- ratios at **{size}** (throughput, above 1 = the flusher is faster): {text}")
     for size, data in datasets.items():
