@@ -104,6 +104,12 @@ class DuckLakeSettings(_Section):
     partition_by: Identifier | None = Field(
         "ledger_range", description="Column the Bronze tables are partitioned by; null leaves partitioning alone."
     )
+    parquet_compression: Literal["snappy", "zstd", "lz4", "lz4_raw", "gzip", "brotli", "uncompressed"] | None = Field(
+        None, description="Compression of the Parquet files the flusher writes; null keeps the lake's (DuckLake: snappy)."
+    )
+    parquet_row_group_size: int | None = Field(
+        None, ge=2048, description="Rows per Parquet row group; null keeps the lake's (DuckLake: 122880)."
+    )
     data_inlining_row_limit: int | None = Field(
         None, ge=0, description="Inserts of fewer rows go into the catalog, not a file (0 = never; null = DuckLake's 10)."
     )

@@ -181,7 +181,27 @@ class LakeSession:
             cur.execute(ddl[name])
             created.append(name)
         self.ensure_partitioning(names)
+        self.ensure_write_options()
         return created
+
+    def ensure_write_options(self) -> dict[str, str]:
+        """Set the lake-wide Parquet options the config names, where the lake has another value; returns those set.
+
+        They live in the catalog (every writer of the lake uses them), and setting one commits no snapshot.
+        """
+        lake = self.settings.ducklake
+        wanted = {"parquet_compression": lake.parquet_compression, "parquet_row_group_size": lake.parquet_row_group_size}
+        wanted = {name: str(value) for name, value in wanted.items() if value is not None}
+        if not wanted:
+            return {}
+        with self.cursor() as cur:
+            current = dict(cur.execute(
+                f"SELECT option_name, value FROM {quote_ident(self.lake)}.options() WHERE scope = 'GLOBAL'"
+            ).fetchall())
+            changed = {name: value for name, value in wanted.items() if current.get(name) != value}
+            for name, value in changed.items():
+                cur.execute(f"CALL {quote_ident(self.lake)}.set_option(?, ?)", [name, value])
+        return changed
 
     def ensure_partitioning(self, names: list[str]) -> list[str]:
         """Partition every named table that has no partitioning yet by ducklake.partition_by; returns those changed."""

@@ -60,3 +60,23 @@ def test_an_older_catalog_format_is_never_migrated_without_the_setting(hot):
     state = flush(hot)
     assert state.is_failed() and "allow_catalog_migration" in state.message
     assert hot.hot_count_at_or_below("ledgers_row_v2", 3) == 3
+
+
+def test_configured_parquet_options_reach_the_files_and_are_set_once(hot):
+    hot.config = write_config(hot, ducklake={"parquet_compression": "zstd", "parquet_row_group_size": 4096})
+    hot.load(1, 10)
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        lake.ensure_tables(ENABLED)
+        assert lake.ensure_write_options() == {}, "options already in the catalog are not written again"
+    assert flush(hot).is_completed()
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        cur = lake.cursor()
+        files = [r[0] for r in cur.execute("SELECT data_file FROM ducklake_list_files(?, 'effects_row_v1', schema => ?)",
+                                           [lake.lake, lake.schema]).fetchall()]
+        assert files, "the flush wrote Parquet files"
+        codecs = {r[0] for r in cur.execute("SELECT DISTINCT compression FROM parquet_metadata(?)", [files]).fetchall()}
+        assert codecs == {"ZSTD"}
+    hot.config = write_config(hot)  # back to the lake's own choice: nothing is reset or rewritten
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        assert lake.ensure_write_options() == {}
+    assert hot.assert_exactly_once()["ledgers_row_v2"] == 10
