@@ -99,5 +99,6 @@ def measure(size: str, variant: str, rep: int, ws: Workspace, python: str, env: 
     result = json.loads(result_path.read_text())
     problems = verify(base, ws, result)
     extra = load | {k: v for k, v in result.items() if k not in ("wall", "phases", "rows", "lake_counts")}
+    extra["lake_mib"] = sum(f.stat().st_size for f in Path(ws.data_path).rglob("*") if f.is_file()) / 2**20
     return Measurement(size, variant, rep, result["wall"], result["phases"], rss, sum(ws.expected.values()),
                        not problems, problems, extra)

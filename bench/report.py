@@ -41,6 +41,7 @@ def summarise(measurements: list[Measurement], datasets: dict[str, dict]) -> lis
                 "peak_rss_mib": max(m.peak_rss_mib for m in runs),
                 "cpu_seconds_median": statistics.median(m.extra.get("cpu_seconds", 0.0) for m in runs),
                 "flow_runs": max(m.extra.get("runs", 0) for m in runs),
+                "lake_mib": statistics.median(m.extra.get("lake_mib", 0.0) for m in runs),
                 "flow_engine": statistics.median(m.phases["flow_engine"] for m in good)
                 if good and all("flow_engine" in m.phases for m in good) else None,
                 # Other work on the machine shows up here: a 2-core box with a load average above 2 is contended.
@@ -116,6 +117,10 @@ def markdown(summary: list[dict[str, Any]], datasets: dict[str, dict], ratio: di
             lines.append(f"- **{r['size']}**: of the flusher's {r['wall_median']:.2f} s, {engine:.2f} s are Prefect's flow-run "
                          "engine outside the flow function (creating and finishing the run; at the end it joins its "
                          "heartbeat thread, which sleeps in one-second steps)")
+    for size in datasets:
+        sizes = [f"{r['variant']} {r['lake_mib']:,.0f}" for r in summary if r["size"] == size and r.get("lake_mib")]
+        if sizes:
+            lines.append(f"- lake files written at **{size}** (MiB, Parquet): {', '.join(sizes)}")
     for size, values in ratio.items():
         if not values:
             continue
