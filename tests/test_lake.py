@@ -76,7 +76,10 @@ def test_configured_parquet_options_reach_the_files_and_are_set_once(hot):
         assert files, "the flush wrote Parquet files"
         codecs = {r[0] for r in cur.execute("SELECT DISTINCT compression FROM parquet_metadata(?)", [files]).fetchall()}
         assert codecs == {"ZSTD"}
-    hot.config = write_config(hot)  # back to the lake's own choice: nothing is reset or rewritten
+    hot.config = write_config(hot, ducklake={"parquet_row_group_size": None})  # null: the lake's choice stands
     with LakeSession(hot.settings(), attach_hot=False) as lake:
         assert lake.ensure_write_options() == {}
+    hot.config = write_config(hot)  # the default row group size replaces another value; compression is left alone
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        assert lake.ensure_write_options() == {"parquet_row_group_size": "32768"}
     assert hot.assert_exactly_once()["ledgers_row_v2"] == 10
