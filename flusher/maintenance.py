@@ -111,19 +111,18 @@ def expire_snapshots(lake: LakeSession, older_than: datetime, dry_run: bool) -> 
     return sorted(r[0] for r in rows)
 
 
-def cleanup_freed_files(lake: LakeSession, older_than: datetime, dry_run: bool) -> list[str]:
-    """Delete files that expired snapshots freed, once they were scheduled before the cutoff (never cleanup_all)."""
+def _file_procedure(lake: LakeSession, procedure: str, older_than: datetime, dry_run: bool) -> list[str]:
+    """CALL a DuckLake file-deleting procedure with an age cutoff (never cleanup_all); the paths it names."""
     with lake.cursor() as cur:
-        rows = cur.execute(
-            "CALL ducklake_cleanup_old_files(?, dry_run => ?, older_than => ?)", [lake.lake, dry_run, older_than]
-        ).fetchall()
+        rows = cur.execute(f"CALL {procedure}(?, dry_run => ?, older_than => ?)", [lake.lake, dry_run, older_than]).fetchall()
     return [r[0] for r in rows]
+
+
+def cleanup_freed_files(lake: LakeSession, older_than: datetime, dry_run: bool) -> list[str]:
+    """Delete files that expired snapshots freed, once they were scheduled before the cutoff."""
+    return _file_procedure(lake, "ducklake_cleanup_old_files", older_than, dry_run)
 
 
 def delete_orphans(lake: LakeSession, older_than: datetime, dry_run: bool) -> list[str]:
     """Delete files no snapshot knows that are older than the cutoff (a younger one may be a write in progress)."""
-    with lake.cursor() as cur:
-        rows = cur.execute(
-            "CALL ducklake_delete_orphaned_files(?, dry_run => ?, older_than => ?)", [lake.lake, dry_run, older_than]
-        ).fetchall()
-    return [r[0] for r in rows]
+    return _file_procedure(lake, "ducklake_delete_orphaned_files", older_than, dry_run)
