@@ -7,14 +7,12 @@ PostgreSQL connections at once (one per core).
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from psycopg import sql
 
-from bench.variants.common import Phases, read_spec, write_result
-from flusher.config import load_settings
+from bench.variants.common import WATERMARK_SQL, BareSqlRun
 from flusher.lake import HOT, LakeSession
 from flusher.quoting import quote_ident
 from flusher.transfer import plan_columns
@@ -24,7 +22,7 @@ WORKERS = 2
 
 def watermark(hot_uri: str) -> int:
     with psycopg.connect(hot_uri, autocommit=True) as conn:
-        return conn.execute("SELECT max(sequence) FROM public.ledgers_row_v2").fetchone()[0]
+        return conn.execute(WATERMARK_SQL).fetchone()[0]
 
 
 def copy_all(session: LakeSession, tables: dict[str, str], mark: int) -> int:
@@ -56,11 +54,8 @@ def on_each_table(hot_uri: str, tables: dict[str, str], statement) -> list[int]:
 
 
 def main() -> None:
-    spec = read_spec()
-    settings = load_settings(spec["config"])
-    tables: dict[str, str] = spec["tables"]
-    phases = Phases()
-    started = time.perf_counter()
+    run = BareSqlRun.begin()
+    spec, settings, tables, phases = run.spec, run.settings, run.tables, run.phases
     with phases.time("watermark"):
         mark = watermark(spec["hot_uri"])
     with phases.time("flush"), LakeSession(settings) as session:
@@ -70,7 +65,7 @@ def main() -> None:
             sql.Identifier("public", t), sql.Identifier(c), sql.Literal(mark))))
     with phases.time("vacuum"):
         on_each_table(spec["hot_uri"], tables, lambda t, c: sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("public", t)))
-    write_result(spec, time.perf_counter() - started, phases, rows=rows, deleted=deleted)
+    run.finish(rows=rows, deleted=deleted)
 
 
 if __name__ == "__main__":

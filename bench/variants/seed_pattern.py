@@ -8,28 +8,23 @@ schema); everything else is as the seed did it.
 
 from __future__ import annotations
 
-import time
 
 import duckdb
 import psycopg
 from psycopg import sql
 
-from bench.variants.common import Phases, read_spec, write_result
-from flusher.config import load_settings
+from bench.variants.common import WATERMARK_SQL, BareSqlRun
 from flusher.lake import Column, LakeSession
 from flusher.quoting import quote_ident, quote_literal
 from flusher.transfer import plan_columns
 
 
 def main() -> None:
-    spec = read_spec()
-    settings = load_settings(spec["config"])
-    tables: dict[str, str] = spec["tables"]
-    phases = Phases()
-    started = time.perf_counter()
+    run = BareSqlRun.begin()
+    spec, settings, tables, phases = run.spec, run.settings, run.tables, run.phases
     with phases.time("watermark"):
         pg = psycopg.connect(spec["hot_uri"], autocommit=True)
-        mark = pg.execute("SELECT max(sequence) FROM public.ledgers_row_v2").fetchone()[0]
+        mark = pg.execute(WATERMARK_SQL).fetchone()[0]
     with phases.time("flush"):
         session = LakeSession(settings, attach_hot=False)
         lake_columns = session.columns_by_table(session.lake, session.schema)
@@ -53,7 +48,7 @@ def main() -> None:
         for table in tables:
             pg.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("public", table)))
     pg.close()
-    write_result(spec, time.perf_counter() - started, phases, rows=rows, deleted=deleted)
+    run.finish(rows=rows, deleted=deleted)
 
 
 def _scan_columns(cur: duckdb.DuckDBPyConnection, scan: str) -> list[Column]:
