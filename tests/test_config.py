@@ -46,6 +46,14 @@ def test_flush_concurrency_defaults_to_one_table_per_core_within_2_to_4(monkeypa
     assert settings_from_mapping(_with("flush", concurrency=8), "test.yaml", {}).flush.concurrency == 8
 
 
+def test_duckdb_threads_default_to_the_cores_the_concurrent_flushes_leave(monkeypatch):
+    for cores, concurrency, expected in ((2, 2, 1), (8, 4, 5), (4, 8, 1), (None, 2, 1)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        settings = settings_from_mapping(_with("flush", concurrency=concurrency), "test.yaml", {})
+        assert settings.ducklake.threads == expected
+    assert settings_from_mapping(_with("ducklake", threads=3), "test.yaml", {}).ducklake.threads == 3
+
+
 @pytest.mark.parametrize("minutes", [0, 4, 61, 1440])
 def test_flush_interval_outside_5_to_60_is_rejected(minutes):
     message = _error(_with("service", flush_interval_minutes=minutes))
