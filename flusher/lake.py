@@ -180,7 +180,7 @@ class LakeSession:
             cur.execute(f"USE {qualified(self.lake, self.schema)}")
             cur.execute(ddl[name])
             created.append(name)
-        self.ensure_partitioning(names)
+        self.ensure_partitioning(names, self.columns_by_table(self.lake, self.schema) if created else existing)
         self.ensure_write_options()
         return created
 
@@ -203,12 +203,15 @@ class LakeSession:
                 cur.execute(f"CALL {quote_ident(self.lake)}.set_option(?, ?)", [name, value])
         return changed
 
-    def ensure_partitioning(self, names: list[str]) -> list[str]:
-        """Partition every named table that has no partitioning yet by ducklake.partition_by; returns those changed."""
+    def ensure_partitioning(self, names: list[str], columns: dict[str, list[Column]] | None = None) -> list[str]:
+        """Partition every named table that has no partitioning yet by ducklake.partition_by; returns those changed.
+
+        `columns` are the lake tables' columns when the caller has just read them.
+        """
         column = self.settings.ducklake.partition_by
         if column is None:
             return []
-        columns = self.columns_by_table(self.lake, self.schema)
+        columns = self.columns_by_table(self.lake, self.schema) if columns is None else columns
         partitioned = self.partition_columns()
         changed = []
         for name in names:
