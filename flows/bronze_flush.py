@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from prefect import flow, get_run_logger
+from prefect import Task, flow, get_run_logger
+from prefect.context import SettingsContext, get_settings_context
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.settings import temporary_settings
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -26,30 +27,33 @@ from tasks.report import ProgressTracker, RunReport, publish_report
 from tasks.vacuum import vacuum_tables
 from tasks.watermark import FlushLocked, mark_watermark
 
+Key = TypeVar("Key")
+
 
 def run_bounded(
-    submit: Callable[[Any], PrefectFuture],
-    items: Iterable[Any],
+    task: Task[..., Any],
+    parameters: dict[Key, dict[str, Any]],
     limit: int,
-    progress: Callable[[int], None] = lambda done: None,
-) -> dict[Any, PrefectFuture]:
-    """Submit one task per item with at most `limit` running at once; return every item's finished future."""
-    pending: set[concurrent.futures.Future] = set()
-    futures: dict[Any, PrefectFuture] = {}
-    for item in items:
-        while len(pending) >= limit:
-            # concurrent.futures.wait, not prefect.futures.wait: with a timeout, Prefect's arms SIGALRM in the main
-            # thread, and the alarm once fired inside a lock's release and failed the run.
-            _, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-            progress(len(futures) - len(pending))
-        futures[item] = submit(item)
-        pending.add(futures[item].wrapped_future)
-    concurrent.futures.wait(pending)
-    progress(len(futures))
+    on_progress: Callable[[], Callable[[int], None]] = lambda: lambda done: None,
+) -> dict[Key, PrefectFuture]:
+    """Run `task` once per key, at most `limit` at a time, in the order given; return every key's finished future.
+
+    Everything is submitted at once to a pool of `limit` threads, so a finished task's thread takes the next one
+    without a round trip through this thread. `on_progress` is called after submitting (it may make API calls
+    while the tasks run) and returns the callback that hears how many have finished.
+    """
+    with ThreadPoolTaskRunner(max_workers=max(limit, 1)) as runner:
+        futures = {key: runner.submit(task, params) for key, params in parameters.items()}
+        progress = on_progress()
+        # concurrent.futures, not prefect.futures.wait: with a timeout, Prefect's arms SIGALRM in the main thread,
+        # and the alarm once fired inside a lock's release and failed the run.
+        finished = concurrent.futures.as_completed(future.wrapped_future for future in futures.values())
+        for done, _ in enumerate(finished, start=1):
+            progress(done)
     return futures
 
 
-def _outcome(future: PrefectFuture) -> tuple[Any, str | None]:
+def _outcome(future: PrefectFuture | concurrent.futures.Future) -> tuple[Any, str | None]:
     """A future's result once it has finished, or None and the error message."""
     try:
         return future.result(), None
@@ -59,12 +63,16 @@ def _outcome(future: PrefectFuture) -> tuple[Any, str | None]:
 
 @flow(name="delete-flushed-rows", validate_parameters=False, persist_result=False)
 def delete_flushed_rows(res: RunResources, mark: Mark, flushed: dict[str, tuple[TableSpec, int]]) -> dict[str, Any]:
-    """Delete subflow: for each table whose flush committed, delete its rows on the flush's snapshot."""
-    futures = run_bounded(
-        lambda name: delete_flushed.submit(quote(res), flushed[name][0], mark, flushed[name][1]),
-        sorted(flushed),
-        res.settings.postgres.pool_size,
-    )
+    """Delete subflow: for each table whose flush committed, delete its rows on the flush's snapshot.
+
+    Tables go largest first, as many at once as the pool has connections.
+    """
+    largest_first = sorted(flushed, key=lambda name: -flushed[name][1])
+    with concurrent.futures.ThreadPoolExecutor(res.settings.postgres.pool_size, thread_name_prefix="delete") as pool:
+        futures = {  # each in a copy of this run's context, so its log lines belong to the subflow run
+            name: pool.submit(contextvars.copy_context().run, delete_flushed, res, flushed[name][0], mark, flushed[name][1])
+            for name in largest_first
+        }
     return {name: _outcome(future) for name, future in futures.items()}
 
 
@@ -74,17 +82,32 @@ def _delete_subflow(res: RunResources, mark: Mark, committed: dict[str, tuple[Ta
     It lives in this flow run's process, whose heartbeats already show it alive; its own would add nothing but a
     wait of up to a second when it ends (Prefect joins a heartbeat thread that sleeps in one-second steps).
     """
-    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+    with _settings_without_heartbeats():
         return delete_flushed_rows(quote(res), mark, committed)
+
+
+def _settings_without_heartbeats() -> SettingsContext:
+    """The current Prefect settings with flow-run heartbeats off, as a context to enter.
+
+    A plain copy: `temporary_settings` re-validates every setting from its sources, which took ~90 ms.
+    """
+    current = get_settings_context()
+    flows = current.settings.flows.model_copy(update={"heartbeat_frequency": None})
+    return SettingsContext(profile=current.profile, settings=current.settings.model_copy(update={"flows": flows}))
 
 
 def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, tuple[FlushOutcome | None, str | None]]:
     flush = res.settings.flush
     backoff = [flush.retry_delay_seconds * 2**attempt for attempt in range(flush.retries)]  # 2s, 4s, 8s, ...
     task = flush_table.with_options(retries=flush.retries, retry_delay_seconds=backoff or 0)
-    tracker = ProgressTracker(len(specs))
-    futures = run_bounded(lambda spec: task.submit(quote(res), spec, mark), specs, flush.concurrency, tracker.update)
-    return {spec.name: _outcome(future) for spec, future in futures.items()}
+    by_name = {spec.name: spec for spec in specs}
+    futures = run_bounded(
+        task,
+        {name: {"res": quote(res), "spec": by_name[name], "mark": mark} for name in res.largest_first(list(by_name))},
+        flush.concurrency,
+        lambda: ProgressTracker(len(specs)).update,
+    )
+    return {name: _outcome(futures[name]) for name in by_name}
 
 
 def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, int]:
@@ -114,6 +137,8 @@ def bronze_flush(
     specs = selected_tables(settings.flush, tables)
     cap = settings.flush.max_ledgers_per_run if max_ledgers_per_run is None else max_ledgers_per_run
     with RunResources.open(settings) as res:
+        if not dry_run:
+            res.start_attaching_lake()
         try:
             mark = mark_watermark(res, cap, flow_run.get_id())
         except FlushLocked as exc:

@@ -183,6 +183,16 @@ def hot_row_counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> 
     return counts
 
 
+def table_bytes(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int]:
+    """Heap + TOAST bytes of each existing table (the planner's cheap size, no scan): how long its copy will take."""
+    rows = conn.execute(
+        "SELECT c.relname, pg_table_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')",
+        (schema, tables),
+    ).fetchall()
+    return {t: size for t, size in rows}
+
+
 def unconstrained_numeric_columns(conn: psycopg.Connection, schema: str, tables: list[str]) -> set[tuple[str, str]]:
     """(table, column) of NUMERIC columns without a precision, which DuckDB would read as lossy DOUBLE."""
     rows = conn.execute(

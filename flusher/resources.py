@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from dataclasses import dataclass, field
 
 from psycopg_pool import ConnectionPool
 
 from flusher.config import Settings
-from flusher.hot import ControlSession, make_pool, unconstrained_numeric_columns
+from flusher.hot import ControlSession, make_pool, table_bytes, unconstrained_numeric_columns
 from flusher.lake import HOT, Column, LakeSession
 from flusher.state import StateStore
 
@@ -21,6 +22,8 @@ class RunResources:
     lake: LakeSession | None = None
     hot_columns: dict[str, list[Column]] = field(default_factory=dict)
     lake_columns: dict[str, list[Column]] = field(default_factory=dict)
+    hot_bytes: dict[str, int] = field(default_factory=dict)
+    _attaching: concurrent.futures.Future[LakeSession] | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> RunResources:
@@ -34,20 +37,37 @@ class RunResources:
             pool.close()
             raise
 
+    def start_attaching_lake(self) -> None:
+        """Begin loading DuckDB's extensions and attaching the lake in a thread (~0.3 s), while the run marks.
+
+        Attaching only reads the catalog; everything that changes the lake waits for open_lake, under the lock.
+        """
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="attach-lake")
+        self._attaching = pool.submit(LakeSession, self.settings)
+        pool.shutdown(wait=False)  # its one thread ends with the attach
+
     def open_lake(self, tables: list[str]) -> LakeSession:
         """Attach the lake, create missing Bronze tables, and read both sides' columns once for the run."""
-        self.lake = LakeSession(self.settings)
+        attaching, self._attaching = self._attaching, None
+        self.lake = attaching.result() if attaching is not None else LakeSession(self.settings)
         self.lake.ensure_tables(tables)
         schema = self.settings.postgres.schema_name
         self.hot_columns = self.lake.columns_by_table(HOT, schema)
         with self.pool.connection() as conn:
             lossy = unconstrained_numeric_columns(conn, schema, tables)
+            self.hot_bytes = table_bytes(conn, schema, tables)
         for table, columns in self.hot_columns.items():  # DuckDB shows these as DOUBLE; mark them for refusal
             self.hot_columns[table] = [Column(c.name, "NUMERIC") if (table, c.name) in lossy else c for c in columns]
         self.lake_columns = self.lake.columns_by_table(self.lake.lake, self.lake.schema)
         return self.lake
 
+    def largest_first(self, names: list[str]) -> list[str]:
+        """Tables ordered by hot size, largest first: started first, the long copies do not end the run alone."""
+        return sorted(names, key=lambda name: -self.hot_bytes.get(name, 0))
+
     def close(self) -> None:
+        if self._attaching is not None and self._attaching.exception() is None:  # attached, then never used
+            self._attaching.result().close()
         if self.lake is not None:
             self.lake.close()
         self.control.close()

@@ -1,4 +1,9 @@
-"""DELETE: remove a flushed table's rows from PostgreSQL and confirm the batch, atomically."""
+"""DELETE: remove a flushed table's rows from PostgreSQL and confirm the batch, atomically.
+
+A plain function, called per table by the delete subflow on the connection pool, not a task run of its own: 19
+task runs cost the Prefect server ~0.45 CPU-s and the subflow ~0.16 s per run (measured at seed size), while each
+table's outcome already shows in the run's table artifact and in the subflow's log.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,7 @@ import time
 from dataclasses import dataclass
 
 import psycopg
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 
 from flusher import failpoints
 from flusher.hot import DeleteMismatch, Mark, delete_at_snapshot
@@ -26,7 +30,6 @@ class DeleteOutcome:
     deferred: str | None = None  # why the delete was left to the next run
 
 
-@task(name="delete-flushed", task_run_name="delete-{spec.name}", cache_policy=NO_CACHE, persist_result=False)
 def delete_flushed(res: RunResources, spec: TableSpec, mark: Mark, rows_flushed: int) -> DeleteOutcome:
     """In one transaction on the flush's snapshot: DELETE rows <= watermark and mark the batch confirmed."""
     logger = get_run_logger()
