@@ -119,3 +119,12 @@ def test_httpfs_is_loaded_only_for_a_remote_lake():
 
     assert "httpfs" in _extensions_for(settings("s3://bronze/lake"))
     assert _extensions_for(settings("/var/lib/lake")) == ("postgres_scanner", "ducklake")
+
+
+def test_tables_flush_largest_first_and_unknown_sizes_last_in_their_order():
+    from types import SimpleNamespace
+
+    from flusher.resources import RunResources
+
+    sized = SimpleNamespace(hot_bytes={"a": 10, "b": 300, "c": 20})
+    assert RunResources.largest_first(sized, ["a", "missing", "b", "c", "other"]) == ["b", "c", "a", "missing", "other"]
