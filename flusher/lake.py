@@ -9,7 +9,7 @@ from importlib import resources
 
 import duckdb
 
-from flusher.config import Settings
+from flusher.config import Settings, default_threads
 from flusher.extensions import load_extensions
 from flusher.quoting import qualified, quote_ident, quote_literal
 
@@ -45,14 +45,14 @@ def _extensions_for(settings: Settings) -> tuple[str, ...]:
 class LakeSession:
     """A DuckDB database with `hot` (PostgreSQL, read-only) and the lake attached; one cursor per thread of work."""
 
-    def __init__(self, settings: Settings, attach_hot: bool = True) -> None:
+    def __init__(self, settings: Settings, attach_hot: bool = True, queries_at_once: int = 1) -> None:
+        """`queries_at_once`: how many threads will run queries at the same time (sets the default DuckDB threads)."""
         self.settings = settings
         self.lake = settings.ducklake.catalog_name
         self.schema = settings.ducklake.schema_name
         self._lock = threading.Lock()
-        self._db = duckdb.connect(
-            config={"threads": settings.ducklake.threads, "memory_limit": settings.ducklake.memory_limit}
-        )
+        threads = settings.ducklake.threads or default_threads(queries_at_once)
+        self._db = duckdb.connect(config={"threads": threads, "memory_limit": settings.ducklake.memory_limit})
         try:
             load_extensions(self._db, _extensions_for(settings))
             # Hot timestamps are TIMESTAMPTZ; the lake stores UTC wall time.

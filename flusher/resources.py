@@ -40,16 +40,17 @@ class RunResources:
     def start_attaching_lake(self) -> None:
         """Begin loading DuckDB's extensions and attaching the lake in a thread (~0.3 s), while the run marks.
 
-        Attaching only reads the catalog; everything that changes the lake waits for open_lake, under the lock.
+        Attaching reads the catalog (it writes only to set up a brand-new one, which `init` has normally done);
+        everything that changes the lake waits for open_lake, under the lock.
         """
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="attach-lake")
-        self._attaching = pool.submit(LakeSession, self.settings)
+        self._attaching = pool.submit(self._new_lake_session)
         pool.shutdown(wait=False)  # its one thread ends with the attach
 
     def open_lake(self, tables: list[str]) -> LakeSession:
         """Attach the lake, create missing Bronze tables, and read both sides' columns once for the run."""
         attaching, self._attaching = self._attaching, None
-        self.lake = attaching.result() if attaching is not None else LakeSession(self.settings)
+        self.lake = attaching.result() if attaching is not None else self._new_lake_session()
         self.lake.ensure_tables(tables)
         schema = self.settings.postgres.schema_name
         self.hot_columns = self.lake.columns_by_table(HOT, schema)
@@ -60,6 +61,9 @@ class RunResources:
             self.hot_columns[table] = [Column(c.name, "NUMERIC") if (table, c.name) in lossy else c for c in columns]
         self.lake_columns = self.lake.columns_by_table(self.lake.lake, self.lake.schema)
         return self.lake
+
+    def _new_lake_session(self) -> LakeSession:
+        return LakeSession(self.settings, queries_at_once=self.settings.flush.concurrency)
 
     def largest_first(self, names: list[str]) -> list[str]:
         """Tables ordered by hot size, largest first: started first, the long copies do not end the run alone."""

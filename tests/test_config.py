@@ -46,11 +46,13 @@ def test_flush_concurrency_defaults_to_one_table_per_core_within_2_to_4(monkeypa
     assert settings_from_mapping(_with("flush", concurrency=8), "test.yaml", {}).flush.concurrency == 8
 
 
-def test_duckdb_threads_default_to_the_cores_the_concurrent_flushes_leave(monkeypatch):
-    for cores, concurrency, expected in ((2, 2, 1), (8, 4, 5), (4, 8, 1), (None, 2, 1)):
+def test_duckdb_threads_default_to_the_cores_the_queries_at_once_leave(monkeypatch):
+    from flusher.config import default_threads
+
+    for cores, at_once, expected in ((2, 2, 1), (8, 4, 5), (4, 8, 1), (None, 2, 1), (2, 1, 2), (8, 1, 8)):
         monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
-        settings = settings_from_mapping(_with("flush", concurrency=concurrency), "test.yaml", {})
-        assert settings.ducklake.threads == expected
+        assert default_threads(at_once) == expected
+    assert settings_from_mapping(GOOD, "test.yaml", {}).ducklake.threads is None  # resolved where DuckDB starts
     assert settings_from_mapping(_with("ducklake", threads=3), "test.yaml", {}).ducklake.threads == 3
 
 

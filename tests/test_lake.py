@@ -83,3 +83,13 @@ def test_configured_parquet_options_reach_the_files_and_are_set_once(hot):
     with LakeSession(hot.settings(), attach_hot=False) as lake:
         assert lake.ensure_write_options() == {"parquet_row_group_size": "32768"}
     assert hot.assert_exactly_once()["ledgers_row_v2"] == 10
+
+
+def test_duckdb_threads_leave_a_core_per_concurrent_flush_unless_configured(hot, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    for queries, expected in ((1, 4), (2, 3), (4, 1)):
+        with LakeSession(hot.settings(), attach_hot=False, queries_at_once=queries) as lake:
+            assert lake.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == expected
+    hot.config = write_config(hot, ducklake={"threads": 2})
+    with LakeSession(hot.settings(), attach_hot=False, queries_at_once=4) as lake:
+        assert lake.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -55,11 +54,7 @@ class BareSqlRun:
         from flusher.config import load_settings
 
         spec = read_spec()
-        settings = load_settings(spec["config"])
-        if "FLUSHER_DUCKLAKE_THREADS" not in os.environ:
-            # One statement at a time: it gets every core (the flusher's default leaves cores to concurrent flushes).
-            settings.ducklake.threads = os.cpu_count() or 2
-        return cls(spec, settings, spec["tables"])
+        return cls(spec, load_settings(spec["config"]), spec["tables"])
 
     def finish(self, **extra: Any) -> None:
         write_result(self.spec, time.perf_counter() - self.started, self.phases, **extra)
