@@ -34,17 +34,17 @@ def run_bounded(
     task: Task[..., Any],
     parameters: dict[Key, dict[str, Any]],
     limit: int,
-    on_progress: Callable[[], Callable[[int], None]] = lambda: lambda done: None,
+    progress: Callable[[int], None] = lambda done: None,
 ) -> dict[Key, PrefectFuture]:
     """Run `task` once per key, at most `limit` at a time, in the order given; return every key's finished future.
 
     Everything is submitted at once to a pool of `limit` threads, so a finished task's thread takes the next one
-    without a round trip through this thread. `on_progress` is called after submitting (it may make API calls
-    while the tasks run) and returns the callback that hears how many have finished.
+    without a round trip through this thread. `progress` hears 0 once all are submitted (it may make API calls
+    while the tasks run), then the number finished as each one finishes.
     """
     with ThreadPoolTaskRunner(max_workers=max(limit, 1)) as runner:
         futures = {key: runner.submit(task, params) for key, params in parameters.items()}
-        progress = on_progress()
+        progress(0)
         # concurrent.futures, not prefect.futures.wait: with a timeout, Prefect's arms SIGALRM in the main thread,
         # and the alarm once fired inside a lock's release and failed the run.
         finished = concurrent.futures.as_completed(future.wrapped_future for future in futures.values())
@@ -105,7 +105,7 @@ def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[st
         task,
         {name: {"res": quote(res), "spec": by_name[name], "mark": mark} for name in res.largest_first(list(by_name))},
         flush.concurrency,
-        lambda: ProgressTracker(len(specs)).update,
+        ProgressTracker(len(specs)).update,
     )
     return {name: _outcome(futures[name]) for name in by_name}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import (
@@ -120,8 +121,9 @@ class RunReport:
 class ProgressTracker:
     """A progress artifact in the UI: the share of tables whose flush has finished.
 
-    Each update is an API round trip made between task submissions, so updates come at most every
-    `min_interval` seconds (a short flush shows 0% then 100%; a long one moves as it goes).
+    Each update is an API round trip, so the artifact is created at the first update (once the tasks are submitted
+    and running) and then updated at most every `min_interval` seconds (a short flush shows 0% then 100%; a long
+    one moves as it goes).
     """
 
     def __init__(self, total: int, min_interval: float = 1.0) -> None:
@@ -129,13 +131,19 @@ class ProgressTracker:
         self.done = 0
         self.min_interval = min_interval
         self.updated_at = time.monotonic()
-        self.artifact_id = create_progress_artifact(0.0, key="bronze-flush-progress", description="tables flushed")
+        self.artifact_id: UUID | None = None
 
     def update(self, done: int) -> None:
         now = time.monotonic()
-        if done != self.done and (done >= self.total or now - self.updated_at >= self.min_interval):
-            self.done, self.updated_at = done, now
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(
+                100.0 * done / self.total, key="bronze-flush-progress", description="tables flushed"
+            )
+        elif done != self.done and (done >= self.total or now - self.updated_at >= self.min_interval):
             update_progress_artifact(self.artifact_id, 100.0 * done / self.total)
+        else:
+            return
+        self.done, self.updated_at = done, now
 
 
 def publish_report(report: RunReport) -> None:

@@ -99,6 +99,7 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
     assert {"bronze-flush-tables", "bronze-flush-summary"} <= {a.key for a in artifacts}
+    assert [a.data for a in artifacts if a.key == "bronze-flush-progress"] == [100.0], "the progress bar ends full"
     assert hot.hot_count_at_or_below("ledgers_row_v2", 10) == 0 and hot.hot_count_at_or_below("trades_row_v1", 10) == 10
     hot.assert_exactly_once()
 
