@@ -23,7 +23,7 @@ class RunResources:
     hot_columns: dict[str, list[Column]] = field(default_factory=dict)
     lake_columns: dict[str, list[Column]] = field(default_factory=dict)
     hot_bytes: dict[str, int] = field(default_factory=dict)
-    _attaching: concurrent.futures.Future[LakeSession] | None = None
+    _attaching: concurrent.futures.Future[LakeSession] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> RunResources:
