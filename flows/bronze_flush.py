@@ -42,7 +42,7 @@ def run_bounded(
     without a round trip through this thread. `progress` hears 0 once all are submitted (it may make API calls
     while the tasks run), then the number finished as each one finishes.
     """
-    with ThreadPoolTaskRunner(max_workers=max(limit, 1)) as runner:
+    with ThreadPoolTaskRunner(max_workers=limit) as runner:
         futures = {key: runner.submit(task, params) for key, params in parameters.items()}
         progress(0)
         # concurrent.futures, not prefect.futures.wait: with a timeout, Prefect's arms SIGALRM in the main thread,
