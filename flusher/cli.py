@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Sequence
 
-from flusher.config import ConfigError, Settings, load_settings
+from flusher.config import ConfigError, Settings
 
 DESCRIPTION = """\
 Move Stellar Hubble tables from a PostgreSQL hot buffer into a DuckLake Bronze layer, exactly once.
@@ -25,7 +25,9 @@ Then:         cp config.yaml.example config.yaml; edit it
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    from flusher.settings_source import resolve_settings
+
+    return resolve_settings(args.config)  # as the flow does: downstream consumers may name Prefect blocks
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
