@@ -71,9 +71,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     from flusher.registry import selected_tables
     from flusher.state import StateStore
 
+    from flusher import cold_checkpoint
+
     settings = _settings(args)
     with make_pool(settings.postgres) as pool:
         StateStore(pool, settings.flush.state_schema).ensure()
+        with pool.connection() as conn, conn.transaction():  # the query API's hot/cold split, as the Go service kept it
+            cold_checkpoint.ensure(conn, settings.postgres.schema_name)
     names = [t.name for t in selected_tables(settings.flush)]
     with LakeSession(settings, attach_hot=False) as lake:
         created = lake.ensure_tables(names)
