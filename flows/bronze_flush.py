@@ -16,14 +16,18 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+import psycopg
+
+from flusher import cold_checkpoint
 from flusher.config import Settings
+from flusher.downstream import DownstreamBlocked
 from flusher.hot import Mark
 from flusher.registry import TableSpec, selected_tables
 from flusher.resources import RunResources
 from flusher.settings_source import resolve_settings
 from tasks.delete import DeleteOutcome, delete_flushed
 from tasks.flush import FlushOutcome, flush_table
-from tasks.report import ProgressTracker, RunReport, publish_report
+from tasks.report import ProgressTracker, RunReport, emit_run_skipped, publish_report
 from tasks.vacuum import vacuum_tables
 from tasks.watermark import FlushLocked, mark_watermark
 
@@ -110,6 +114,29 @@ def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[st
     return {name: _outcome(futures[name]) for name in by_name}
 
 
+def _advance_cold_checkpoint(res: RunResources) -> str | None:
+    """Raise cold_flusher_checkpoint (the query API's hot/cold split) to what every configured table has confirmed.
+
+    Runs after the delete subflow, in its own short transaction; returns an error message if it could not.
+    """
+    logger = get_run_logger()
+    tables = [t.name for t in selected_tables(res.settings.flush)]
+    try:
+        with res.pool.connection() as conn:
+            floor, value = cold_checkpoint.advance(
+                conn, res.settings.postgres.schema_name, res.settings.flush.state_schema, tables
+            )
+    except psycopg.Error as exc:
+        message = f"could not advance {cold_checkpoint.TABLE}: {str(exc).strip().splitlines()[0]}"
+        logger.error("%s; the query API keeps reading the old hot/cold split", message)
+        return message
+    if floor is None or value != floor:
+        logger.info("%s stays at %s (confirmed in every table up to %s)", cold_checkpoint.TABLE, value, floor)
+    else:
+        logger.info("%s advanced to %s", cold_checkpoint.TABLE, value)
+    return None
+
+
 def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, int]:
     counts = {s.name: res.control.count_at_or_below(s.name, s.ledger_column, mark.watermark) for s in specs}
     get_run_logger().info("Dry run at watermark %s would flush %s rows: %s", mark.watermark, sum(counts.values()), counts)
@@ -144,6 +171,10 @@ def bronze_flush(
         except FlushLocked as exc:
             get_run_logger().warning("Skipped: %s", exc)
             return Completed(name="Skipped", message=f"skipped: {exc}")
+        except DownstreamBlocked as exc:
+            get_run_logger().warning("Skipped: %s", exc)
+            emit_run_skipped(str(exc), [c.describe() for c in settings.downstream])
+            return Completed(name="Skipped", message=f"skipped: {exc}")
         if mark is None:
             return Completed(message="nothing to flush: the hot buffer is empty")
         if dry_run:
@@ -160,15 +191,17 @@ def bronze_flush(
         }
         deletes = _delete_subflow(res, mark, committed) if committed else {}
         res.control.release()
+        checkpoint_error = _advance_cold_checkpoint(res)
         report = RunReport.build(mark, specs, flushes, deletes)
+        report.checkpoint_error = checkpoint_error
         vacuumed = False
         if not report.failed_tables and settings.vacuum.enabled and res.state.vacuum_due(settings.vacuum.every_n_flushes):
             report.vacuum_seconds = vacuum_tables(res, [s.name for s in specs])
             vacuumed = True
         report.seconds = time.perf_counter() - started
-        status = "failed" if report.failed_tables else "completed"
+        status = "failed" if report.failed_tables or checkpoint_error else "completed"
         res.state.finish_run(mark.batch_id, status, mark.watermark, report.headline(), vacuumed)
         publish_report(report)
-    if report.failed_tables:
+    if report.failed_tables or checkpoint_error:
         return Failed(message=report.headline())
     return Completed(message=report.headline())

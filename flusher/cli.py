@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Sequence
 
-from flusher.config import ConfigError, Settings, load_settings
+from flusher.config import ConfigError, Settings
 
 DESCRIPTION = """\
 Move Stellar Hubble tables from a PostgreSQL hot buffer into a DuckLake Bronze layer, exactly once.
@@ -25,7 +25,9 @@ Then:         cp config.yaml.example config.yaml; edit it
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    from flusher.settings_source import resolve_settings
+
+    return resolve_settings(args.config)  # as the flow does: downstream consumers may name Prefect blocks
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
@@ -69,9 +71,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     from flusher.registry import selected_tables
     from flusher.state import StateStore
 
+    from flusher import cold_checkpoint
+
     settings = _settings(args)
     with make_pool(settings.postgres) as pool:
         StateStore(pool, settings.flush.state_schema).ensure()
+        with pool.connection() as conn, conn.transaction():  # the query API's hot/cold split, as the Go service kept it
+            cold_checkpoint.ensure(conn, settings.postgres.schema_name)
     names = [t.name for t in selected_tables(settings.flush)]
     with LakeSession(settings, attach_hot=False) as lake:
         created = lake.ensure_tables(names)

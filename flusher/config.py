@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 import psycopg.conninfo
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
+)
 
 ENV_PREFIX = "FLUSHER_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -183,6 +185,113 @@ class MaintenanceSettings(_Section):
     max_compacted_files: int = Field(50, ge=2, description="Bound on the files one merge reads (memory).")
 
 
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+class DownstreamConsumer(_Section):
+    """A reader of the hot buffer whose checkpoint (a ledger) rows must pass before they may leave PostgreSQL.
+
+    Connection: a `dsn`, or `host`/`port`/`database`/`user`/`password`/`sslmode` (the Go service's form), or the name
+    of a prefect-sqlalchemy `block` (resolved into those fields before validation, by flusher.settings_source).
+    Checkpoint: `table` and `column` (read as max(column)), or a `query` returning one integer.
+    """
+
+    name: str | None = Field(None, description="Label in messages and metrics; default: user@host:port/database.")
+    dsn: SecretStr | None = Field(None, description="libpq 'host=... dbname=...' or postgresql:// URI.")
+    block: str | None = Field(None, description="A prefect-sqlalchemy SqlAlchemyConnector block name.")
+    host: str | None = None
+    port: int = Field(5432, ge=1, le=65535)
+    database: str | None = None
+    user: str | None = None
+    password: SecretStr = SecretStr("")
+    sslmode: SslMode = Field("require", description="The Go service's default for downstream.")
+    table: str | None = Field(None, description="Checkpoint table, optionally schema-qualified (schema.table).")
+    column: Identifier | None = None
+    query: str | None = Field(None, description="Instead of table/column: SQL returning one integer.")
+    connect_timeout_seconds: int = Field(10, ge=1, le=300, description="Bound on connecting and on the query.")
+    max_lag_ledgers: int | None = Field(
+        None, ge=1, description="/health is 503 when the hot maximum is this far past the checkpoint; "
+                                "default service.max_lag_ledgers."
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _table_is_plain(cls, value: str | None) -> str | None:
+        if value is not None and not _DOTTED.match(value):
+            raise ValueError(f"{value!r} is not a table name (table or schema.table, letters, digits, underscore)")
+        return value
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            psycopg.conninfo.conninfo_to_dict(value.get_secret_value())
+        except psycopg.ProgrammingError:
+            raise ValueError("is not a PostgreSQL connection string; use 'host=... dbname=...' or postgresql://...") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_connection_one_checkpoint(self) -> DownstreamConsumer:
+        forms = [f for f in ("dsn", "host", "block") if getattr(self, f)]
+        if len(forms) != 1:
+            raise ValueError(
+                "needs exactly one of dsn, host (with database, user, password) or block; got "
+                + (", ".join(forms) or "none")
+            )
+        if self.host and not self.database:
+            raise ValueError("host is set but database is missing")
+        if (self.query is None) == (self.table is None):
+            raise ValueError("needs either table and column, or query (not both)")
+        if self.table and not self.column:
+            raise ValueError("table is set but column is missing")
+        return self
+
+    def conninfo(self, timeout_seconds: int | None = None) -> str:
+        """libpq connection string, password included, with a bounded connect and statement time."""
+        timeout = min(self.connect_timeout_seconds, timeout_seconds or self.connect_timeout_seconds)
+        extra = {
+            "connect_timeout": timeout,
+            "application_name": "postgres-ducklake-flusher",
+            "options": f"-c statement_timeout={timeout * 1000}",
+        }
+        if self.dsn is not None:
+            return psycopg.conninfo.make_conninfo(self.dsn.get_secret_value(), **extra)
+        if self.block:
+            raise ConfigError(f"downstream block {self.block!r} was not resolved (use flusher.settings_source)")
+        return psycopg.conninfo.make_conninfo(
+            host=self.host, port=self.port, dbname=self.database, user=self.user or None,
+            password=self.password.get_secret_value() or None, sslmode=self.sslmode, **extra,
+        )
+
+    def secrets(self) -> list[str]:
+        """Values to scrub from any message about this consumer."""
+        found = [self.password.get_secret_value()]
+        if self.dsn is not None:
+            found.append(self.dsn.get_secret_value())
+            found.append(psycopg.conninfo.conninfo_to_dict(self.dsn.get_secret_value()).get("password") or "")
+        return [s for s in found if s]
+
+    def describe(self) -> str:
+        """Who this is, without secrets."""
+        if self.name:
+            return self.name
+        if self.block:
+            return f"block {self.block}"
+        if self.dsn is not None:
+            parts = psycopg.conninfo.conninfo_to_dict(self.dsn.get_secret_value())
+            where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '?')}"
+            return f"{parts['user']}@{where}" if parts.get("user") else where
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}/{self.database}"
+
+
+def _go_downstream_unset(entry: dict[str, Any]) -> bool:
+    """The Go service's `downstream:` counts as configured only with host, table and column (IsConfigured)."""
+    return not any(entry.get(k) for k in ("host", "dsn", "block", "table", "column", "query"))
+
+
 def default_threads(queries_at_once: int) -> int:
     """DuckDB threads so that queries running at once use each core once (all cores for one query at a time).
 
@@ -199,15 +308,39 @@ class Settings(_Section):
     vacuum: VacuumSettings = Field(default_factory=VacuumSettings)
     flush: FlushSettings = Field(default_factory=FlushSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    downstream: list[DownstreamConsumer] = Field(
+        default_factory=list,
+        description="Readers of the hot buffer: one mapping (the Go service's form) or a list; a run's watermark "
+                    "never passes the lowest checkpoint.",
+    )
+
+    @field_validator("downstream", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, dict):  # the Go service's single section; an all-empty one means "none"
+            return [] if _go_downstream_unset(value) else [value]
+        return value
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    """Override `section.key` with FLUSHER_SECTION_KEY, so secrets need not live in the file."""
-    merged = {section: dict(values or {}) for section, values in raw.items()}
+    """Override `section.key` with FLUSHER_SECTION_KEY, so secrets need not live in the file.
+
+    downstream: FLUSHER_DOWNSTREAM_KEY for the Go form (one mapping), FLUSHER_DOWNSTREAM_<i>_KEY for list entry i.
+    """
+    merged = {
+        section: [dict(v) if isinstance(v, dict) else v for v in values] if isinstance(values, list)
+        else dict(values) if isinstance(values, dict) else values if values is not None else {}
+        for section, values in raw.items()
+    }
+    _apply_downstream_env(merged, environ)
     for section, model in Settings.model_fields.items():
         annotation = model.annotation
         if not isinstance(annotation, type) or not issubclass(annotation, BaseModel):
             continue
+        if not isinstance(merged.get(section, {}), dict):
+            continue  # a wrong type: validation names it
         for key, field in annotation.model_fields.items():
             for name in {key, field.alias or key}:
                 value = environ.get(f"{ENV_PREFIX}{section}_{name}".upper())
@@ -216,7 +349,23 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     return merged
 
 
-_SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_access_key"}
+def _apply_downstream_env(merged: dict[str, Any], environ: dict[str, str]) -> None:
+    section = merged.get("downstream")
+    keys = list(DownstreamConsumer.model_fields)
+    if isinstance(section, list):
+        for index, entry in enumerate(section):
+            for key in keys:
+                value = environ.get(f"{ENV_PREFIX}DOWNSTREAM_{index}_{key}".upper())
+                if value is not None and isinstance(entry, dict):
+                    entry[key] = value
+        return
+    found = {key: environ[f"{ENV_PREFIX}DOWNSTREAM_{key}".upper()] for key in keys
+             if f"{ENV_PREFIX}DOWNSTREAM_{key}".upper() in environ}
+    if found:
+        merged["downstream"] = {**(section if isinstance(section, dict) else {}), **found}
+
+
+_SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_access_key", "dsn"}
 
 
 def _explain(exc: ValidationError, source: str) -> ConfigError:
@@ -229,7 +378,8 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
             lines.append(f"{where}: required value is missing")
         else:
             line = f"{where}: {error['msg'].removeprefix('Value error, ')}"
-            if not _SECRET_KEYS & {str(p) for p in error["loc"]}:  # never echo a secret back
+            # never echo a secret back, nor a whole section (it may hold one)
+            if not _SECRET_KEYS & {str(p) for p in error["loc"]} and not isinstance(error.get("input"), (dict, list)):
                 line += f" (got {error.get('input')!r})"
             lines.append(line)
     return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))
@@ -245,15 +395,19 @@ def settings_from_mapping(raw: dict[str, Any], source: str = "config", environ: 
         raise _explain(exc, source) from None
 
 
-def load_settings(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:
-    """Read and validate a YAML config file."""
+def read_config_file(path: str | os.PathLike[str]) -> Any:
+    """The parsed YAML of a config file (not validated yet)."""
     file = Path(path)
     try:
         text = file.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}; pass --config with an existing file") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
-    return settings_from_mapping(raw, str(file), environ)
+
+
+def load_settings(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:
+    """Read and validate a YAML config file."""
+    return settings_from_mapping(read_config_file(path), str(Path(path)), environ)

@@ -24,10 +24,12 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from flusher.config import Settings
+from flusher.downstream import ConsumerReading, read_all
 from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE, selected_tables
 from flusher.state import StateStore, StateSummary
 
 log = logging.getLogger(__name__)
+PROBE_TIMEOUT_SECONDS = 3  # a probe must answer quickly even when a consumer's host drops packets
 DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]
 
 
@@ -45,6 +47,13 @@ class Snapshot:
     flush_durations: dict[str, tuple[list[int], float, int]] = field(default_factory=dict)
     delete_durations: dict[str, tuple[list[int], float, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    consumers: list[ConsumerReading] = field(default_factory=list)
+
+    def consumer_lag(self, reading: ConsumerReading) -> int | None:
+        """Hot ledgers past a consumer's checkpoint; for an unusable one, the flusher's own lag (its runs skip)."""
+        if reading.problem or reading.checkpoint is None:
+            return self.lag
+        return 0 if self.hot_max is None else max(0, self.hot_max - reading.checkpoint)
 
     @property
     def lag(self) -> int | None:
@@ -84,6 +93,7 @@ class HealthProbe:
         problem = self._catalog_problem()
         if problem:
             snap.problems.append(problem)
+        snap.consumers = read_all(self.settings.downstream, PROBE_TIMEOUT_SECONDS)
         return snap
 
     def _read_state(self, snap: Snapshot, with_durations: bool) -> None:
@@ -127,6 +137,7 @@ class HealthProbe:
         lag = snap.lag
         if lag is not None and lag > service.max_lag_ledgers:
             reasons.append(f"lag of {lag} ledgers exceeds service.max_lag_ledgers ({service.max_lag_ledgers})")
+        warnings, downstream = self._downstream(snap, reasons)
         summary = snap.summary
         upcoming = self._next_flush_in()
         body = {
@@ -141,7 +152,28 @@ class HealthProbe:
             "lag_ledgers": lag,
             "reasons": reasons,
         }
+        if self.settings.downstream:
+            body["warnings"] = warnings
+            body["downstream"] = downstream
         return (503 if reasons else 200), body
+
+    def _downstream(self, snap: Snapshot, reasons: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+        """Per consumer: its checkpoint and lag; a problem is a warning, and a reason (503) once its lag is too big."""
+        warnings, rows = [], []
+        for consumer, reading in zip(self.settings.downstream, snap.consumers):
+            lag = snap.consumer_lag(reading)
+            bound = consumer.max_lag_ledgers or self.settings.service.max_lag_ledgers
+            rows.append({"name": reading.name, "checkpoint": reading.checkpoint, "lag_ledgers": lag,
+                         "problem": reading.problem})
+            if reading.problem:
+                (reasons if lag is not None and lag > bound else warnings).append(
+                    f"{reading.problem}; flushes are skipped" + (f" and the lag of {lag} ledgers exceeds {bound}"
+                                                                  if lag is not None and lag > bound else "")
+                )
+            elif lag is not None and lag > bound:
+                reasons.append(f"downstream consumer {reading.name} is {lag} ledgers behind the hot buffer "
+                               f"(more than {bound}): rows are kept for it")
+        return warnings, rows
 
     def _next_flush_in(self) -> float | None:
         try:
@@ -195,6 +227,13 @@ class StateCollector(Collector):
         yield _labelled("flusher_hot_rows", "Live rows in the hot buffer, by table (PostgreSQL estimate)", "gauge",
                         snap.hot_rows)
         yield _labelled("flusher_vacuum_runs_total", "VACUUM ANALYZE passes run", "counter", {"": snap.vacuums})
+        if snap.consumers:
+            yield _by_consumer("flusher_downstream_checkpoint", "Downstream consumer's checkpoint ledger (0: unknown)",
+                               {r.name: r.checkpoint or 0 for r in snap.consumers})
+            yield _by_consumer("flusher_downstream_lag_ledgers", "Hot MAX(sequence) minus the consumer's checkpoint",
+                               {r.name: snap.consumer_lag(r) or 0 for r in snap.consumers})
+            yield _by_consumer("flusher_downstream_up", "1 when the consumer's checkpoint is readable and positive",
+                               {r.name: 0 if r.problem else 1 for r in snap.consumers})
         yield _histogram("flusher_table_flush_seconds", "Seconds to flush one table", snap.flush_durations)
         yield _histogram("flusher_table_delete_seconds", "Seconds to delete one table's flushed rows", snap.delete_durations)
 
@@ -205,6 +244,13 @@ def _labelled(name: str, doc: str, kind: str, values: dict[str, float]) -> Metri
     for table, value in sorted(values.items()):
         metric.add_sample(name, {"table": table} if table else {}, float(value))
     return metric
+
+
+def _by_consumer(name: str, doc: str, values: dict[str, float]) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=["consumer"])
+    for consumer, value in sorted(values.items()):
+        family.add_metric([consumer], float(value))
+    return family
 
 
 def _histogram(name: str, doc: str, data: dict[str, tuple[list[int], float, int]]) -> Metric:

@@ -125,10 +125,13 @@ class ControlSession:
         self.conn.close()
 
 
-def choose_watermark(hot_min: int | None, hot_max: int | None, previous: int | None, max_ledgers: int) -> int | None:
+def choose_watermark(
+    hot_min: int | None, hot_max: int | None, previous: int | None, max_ledgers: int, ceiling: int | None = None
+) -> int | None:
     """The ledger to flush up to: the hot maximum, or the previous watermark so late rows still move; capped for catch-up.
 
     The cap counts from the oldest ledger in the hot buffer, but never goes below the previous watermark.
+    `ceiling` (the lowest downstream checkpoint) bounds it all: nothing is flushed that a consumer still needs in hot.
     """
     candidates = [v for v in (hot_max, previous) if v is not None]
     if not candidates:
@@ -137,7 +140,7 @@ def choose_watermark(hot_min: int | None, hot_max: int | None, previous: int | N
     if max_ledgers > 0 and hot_min is not None:
         floor = previous if previous is not None else hot_min
         watermark = min(watermark, max(hot_min + max_ledgers - 1, floor))
-    return watermark
+    return watermark if ceiling is None else min(watermark, ceiling)
 
 
 def validate_snapshot_id(snapshot: str) -> str:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import yaml
-
-from flusher.config import ConfigError, Settings, load_settings, settings_from_mapping
+from flusher.config import ConfigError, Settings, load_settings, read_config_file, settings_from_mapping
 
 CONFIG_ENV = "FLUSHER_CONFIG"
 
@@ -31,6 +29,28 @@ def ducklake_from_block(name: str) -> dict[str, Any]:
     return DuckLakeBronze.load(name).as_settings()
 
 
+def _consumer_from_block(entry: dict[str, Any]) -> dict[str, Any]:
+    """A downstream entry with `block: NAME` turned into connection fields (the block's password stays secret)."""
+    name = entry["block"]
+    try:
+        fields = postgres_from_connector(name)
+    except ValueError as exc:  # Prefect's "no block document named ..." is a ValueError
+        raise ConfigError(f"downstream block {name!r}: {exc}") from None
+    resolved = {k: v for k, v in entry.items() if k != "block"}
+    resolved.setdefault("name", f"block {name}")
+    return {**resolved, **fields}
+
+
+def resolve_downstream_blocks(raw: dict[str, Any]) -> dict[str, Any]:
+    """Replace each `downstream` entry naming a Prefect block by that block's connection (Prefect only if one does)."""
+    section = raw.get("downstream")
+    entries = section if isinstance(section, list) else [section] if isinstance(section, dict) else []
+    if not any(isinstance(e, dict) and e.get("block") for e in entries):
+        return raw
+    resolved = [_consumer_from_block(e) if isinstance(e, dict) and e.get("block") else e for e in entries]
+    return {**raw, "downstream": resolved if isinstance(section, list) else resolved[0]}
+
+
 def resolve_settings(
     config_path: str | None = None, postgres_block: str | None = None, ducklake_block: str | None = None
 ) -> Settings:
@@ -41,12 +61,22 @@ def resolve_settings(
             raise ConfigError(
                 f"no configuration: pass config_path, set ${CONFIG_ENV}, or name postgres_block and ducklake_block"
             )
-        return load_settings(config_path)
+        raw = read_config_file(config_path)
+        if not _names_a_downstream_block(raw):
+            return load_settings(config_path)
+        return settings_from_mapping(resolve_downstream_blocks(raw), str(config_path))
     raw: dict[str, Any] = {}
     if config_path:
-        raw = yaml.safe_load(open(config_path)) or {}
+        raw = read_config_file(config_path)
+    raw = resolve_downstream_blocks(raw)
     if postgres_block:
         raw["postgres"] = {**raw.get("postgres", {}), **postgres_from_connector(postgres_block)}
     if ducklake_block:
         raw["ducklake"] = {**raw.get("ducklake", {}), **ducklake_from_block(ducklake_block)}
     return settings_from_mapping(raw, f"blocks {postgres_block!r}/{ducklake_block!r}")
+
+
+def _names_a_downstream_block(raw: Any) -> bool:
+    section = raw.get("downstream") if isinstance(raw, dict) else None
+    entries = section if isinstance(section, list) else [section]
+    return any(isinstance(e, dict) and e.get("block") for e in entries)

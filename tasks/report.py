@@ -40,6 +40,7 @@ class RunReport:
     lines: list[TableLine]
     vacuum_seconds: float | None = None
     seconds: float = 0.0
+    checkpoint_error: str | None = None  # cold_flusher_checkpoint could not be advanced
 
     @classmethod
     def build(
@@ -86,6 +87,8 @@ class RunReport:
         )
         if self.failed_tables:
             text += "; FAILED: " + "; ".join(f"{line.table}: {line.error}" for line in self.failed_tables)
+        if self.checkpoint_error:
+            text += f"; FAILED: {self.checkpoint_error}"
         return text
 
     def rows(self) -> list[dict[str, Any]]:
@@ -166,4 +169,13 @@ def emit_table_failed(mark: Mark, line: TableLine) -> None:
         event="flusher.table.failed",
         resource={"prefect.resource.id": f"postgres-ducklake-flusher.table.{line.table}", "prefect.resource.name": line.table},
         payload={"table": line.table, "watermark": mark.watermark, "batch": mark.batch_id, "error": line.error},
+    )
+
+
+def emit_run_skipped(reason: str, consumers: list[str]) -> None:
+    """A custom Prefect event when downstream retention skipped a run, for the `bronze-flush blocked` automation."""
+    emit_event(
+        event="flusher.run.skipped",
+        resource={"prefect.resource.id": "postgres-ducklake-flusher.downstream", "prefect.resource.name": "downstream"},
+        payload={"reason": reason, "consumers": consumers},
     )

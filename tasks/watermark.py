@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flusher import failpoints
+from flusher.downstream import DownstreamBlocked, read_all, retention_ceiling
 from flusher.hot import Mark, choose_watermark, lock_key
 from flusher.resources import RunResources
 
@@ -18,7 +19,8 @@ class FlushLocked(RuntimeError):
 def mark_watermark(res: RunResources, max_ledgers: int, flow_run_id: str | None = None) -> Mark | None:
     """Lock, pin the snapshot, read MAX(sequence); returns None when there is nothing to flush.
 
-    Raises FlushLocked when another flush is running (after waiting flush.lock_wait_seconds).
+    Raises FlushLocked when another flush is running (after waiting flush.lock_wait_seconds), and DownstreamBlocked
+    (the run recorded as skipped) when a downstream consumer is unreachable or has no positive checkpoint.
     """
     logger = get_run_logger()
     key = lock_key(res.settings.flush.state_schema)
@@ -27,8 +29,20 @@ def mark_watermark(res: RunResources, max_ledgers: int, flow_run_id: str | None 
         raise FlushLocked(f"another flush is running (PostgreSQL backend pid {holder} holds the flusher lock)")
     batch = res.state.start_run(flow_run_id)
     previous = res.state.last_watermark()
+    # Read before the snapshot: a checkpoint only grows, so an earlier reading is the safe one.
+    readings = read_all(res.settings.downstream)
+    try:
+        ceiling = retention_ceiling(readings)
+    except DownstreamBlocked as exc:
+        res.state.finish_run(batch, "skipped", None, str(exc), vacuumed=False)
+        raise
     snapshot, hot_min, hot_max = res.control.pin_snapshot()
-    watermark = choose_watermark(hot_min, hot_max, previous, max_ledgers)
+    watermark = choose_watermark(hot_min, hot_max, previous, max_ledgers, ceiling)
+    if ceiling is not None and hot_max is not None and ceiling < hot_max:
+        logger.info(
+            "Downstream retention: watermark capped at %s (lowest consumer checkpoint; %s)", watermark,
+            ", ".join(f"{r.name}={r.checkpoint}" for r in readings),
+        )
     failpoints.hit("after_mark")
     if watermark is None:
         logger.info("Hot buffer is empty and nothing was flushed before: nothing to do")

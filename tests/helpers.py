@@ -184,7 +184,10 @@ def write_config(env: HotEnv, **sections: dict[str, Any]) -> Path:
         "flush": {"retries": 1, "retry_delay_seconds": 0},
     }
     for section, values in sections.items():
-        base.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            base.setdefault(section, {}).update(values)
+        else:  # a list section (downstream)
+            base[section] = values
     path = env.tmp / "config.yaml"
     path.write_text(yaml.safe_dump(base, sort_keys=False))
     return path

@@ -274,9 +274,9 @@ def test_alerts_fire_for_a_failed_run_a_failed_table_and_a_stale_flusher(hot):
     try:
         made = hot.run_cli("alerts", "--webhook-url", receiver.url, "--interval-seconds", "5")
         assert made.returncode == 0, made.stderr
-        assert made.stdout.count("automation") == 3
+        assert made.stdout.count("automation") == 4
         again = hot.run_cli("alerts", "--webhook-url", receiver.url, "--interval-seconds", "5")
-        assert again.stdout.count("updated automation") == 3, "installing twice updates by name"
+        assert again.stdout.count("updated automation") == 4, "installing twice updates by name"
 
         hot.execute("DROP TABLE offers_snapshot_v1")
         hot.load(1, 3, tables=["ledgers_row_v2"])
@@ -286,7 +286,33 @@ def test_alerts_fire_for_a_failed_run_a_failed_table_and_a_stale_flusher(hot):
         receiver.wait_for("no completed flush for 3 intervals", timeout=120)
     finally:
         receiver.stop()
-        for name in ("bronze-flush run failed", "bronze-flush table failed", "bronze-flush stale"):
+        for name in ("bronze-flush run failed", "bronze-flush table failed", "bronze-flush stale",
+                     "bronze-flush blocked by downstream"):
+            try:
+                Automation.read(name=name).delete()
+            except ValueError:
+                pass
+
+
+def test_an_alert_fires_when_a_downstream_consumer_blocks_runs(hot):
+    from prefect.automations import Automation
+
+    receiver = WebhookReceiver()
+    try:
+        made = hot.run_cli("alerts", "--webhook-url", receiver.url, "--interval-seconds", "60")
+        assert made.returncode == 0, made.stderr
+        hot.config = write_config(hot, downstream={"name": "silver", "host": "127.0.0.1", "port": 1, "database": "s",
+                                                   "user": "u", "password": "sekret-pw", "table": "t", "column": "c"})
+        hot.load(1, 3)
+        for _ in range(2):  # one skip is a blip; two within 3 intervals page someone
+            state = flush(hot)
+            assert state.name == "Skipped", state
+        alert = receiver.wait_for("runs skipped for a downstream consumer")
+        assert "downstream consumer silver: unreachable" in alert["body"] and "sekret-pw" not in json.dumps(alert)
+    finally:
+        receiver.stop()
+        for name in ("bronze-flush run failed", "bronze-flush table failed", "bronze-flush stale",
+                     "bronze-flush blocked by downstream"):
             try:
                 Automation.read(name=name).delete()
             except ValueError:

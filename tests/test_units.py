@@ -31,6 +31,20 @@ def test_choose_watermark(hot_min, hot_max, previous, cap, expected):
     assert choose_watermark(hot_min, hot_max, previous, cap) == expected
 
 
+@pytest.mark.parametrize(
+    ("hot_max", "previous", "cap", "ceiling", "expected"),
+    [
+        (100, None, 0, None, 100),  # no downstream consumer
+        (100, None, 0, 60, 60),  # the lowest consumer checkpoint bounds the run
+        (100, 80, 0, 60, 60),  # even below the previous watermark: nothing flushed that cannot be deleted
+        (100, None, 10, 60, 10),  # the catch-up cap still applies below it
+        (50, None, 0, 60, 50),  # a consumer ahead of the hot buffer changes nothing
+    ],
+)
+def test_choose_watermark_never_passes_the_downstream_ceiling(hot_max, previous, cap, ceiling, expected):
+    assert choose_watermark(1, hot_max, previous, cap, ceiling) == expected
+
+
 def test_snapshot_ids_are_validated_before_they_reach_sql():
     assert validate_snapshot_id("00000003-00000005-1") == "00000003-00000005-1"
     with pytest.raises(ValueError):
