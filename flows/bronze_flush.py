@@ -17,10 +17,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flusher.config import Settings
-from flusher.hot import Mark
+from flusher.hot import Mark, connect
 from flusher.registry import TableSpec, selected_tables
 from flusher.resources import RunResources
 from flusher.settings_source import resolve_settings
+from flusher.takeover import go_checkpoint, plan_takeover, render_plan, takeover_floor
 from tasks.delete import DeleteOutcome, delete_flushed
 from tasks.flush import FlushOutcome, flush_table
 from tasks.report import ProgressTracker, RunReport, publish_report
@@ -62,21 +63,22 @@ def _outcome(future: PrefectFuture | concurrent.futures.Future) -> tuple[Any, st
 
 
 @flow(name="delete-flushed-rows", validate_parameters=False, persist_result=False)
-def delete_flushed_rows(res: RunResources, mark: Mark, flushed: dict[str, tuple[TableSpec, int]]) -> dict[str, Any]:
+def delete_flushed_rows(res: RunResources, mark: Mark, flushed: dict[str, tuple[TableSpec, int, int]]) -> dict[str, Any]:
     """Delete subflow: for each table whose flush committed, delete its rows on the flush's snapshot.
 
-    Tables go largest first, as many at once as the pool has connections.
+    `flushed`: per table its spec, rows copied and rows found already in the lake (a takeover). Tables go largest
+    first, as many at once as the pool has connections.
     """
-    largest_first = sorted(flushed, key=lambda name: -flushed[name][1])
+    largest_first = sorted(flushed, key=lambda name: -(flushed[name][1] + flushed[name][2]))
     with concurrent.futures.ThreadPoolExecutor(res.settings.postgres.pool_size, thread_name_prefix="delete") as pool:
         futures = {  # each in a copy of this run's context, so its log lines belong to the subflow run
-            name: pool.submit(contextvars.copy_context().run, delete_flushed, res, flushed[name][0], mark, flushed[name][1])
+            name: pool.submit(contextvars.copy_context().run, delete_flushed, res, flushed[name][0], mark, *flushed[name][1:])
             for name in largest_first
         }
     return {name: _outcome(future) for name, future in futures.items()}
 
 
-def _delete_subflow(res: RunResources, mark: Mark, committed: dict[str, tuple[TableSpec, int]]) -> dict[str, Any]:
+def _delete_subflow(res: RunResources, mark: Mark, committed: dict[str, tuple[TableSpec, int, int]]) -> dict[str, Any]:
     """Run the delete subflow without flow-run heartbeats of its own.
 
     It lives in this flow run's process, whose heartbeats already show it alive; its own would add nothing but a
@@ -96,14 +98,19 @@ def _settings_without_heartbeats() -> SettingsContext:
     return SettingsContext(profile=current.profile, settings=current.settings.model_copy(update={"flows": flows}))
 
 
-def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, tuple[FlushOutcome | None, str | None]]:
+def _flush_all(
+    res: RunResources, specs: list[TableSpec], mark: Mark, takeover: bool = False
+) -> dict[str, tuple[FlushOutcome | None, str | None]]:
     flush = res.settings.flush
     backoff = [flush.retry_delay_seconds * 2**attempt for attempt in range(flush.retries)]  # 2s, 4s, 8s, ...
     task = flush_table.with_options(retries=flush.retries, retry_delay_seconds=backoff or 0)
     by_name = {spec.name: spec for spec in specs}
     futures = run_bounded(
         task,
-        {name: {"res": quote(res), "spec": by_name[name], "mark": mark} for name in res.largest_first(list(by_name))},
+        {
+            name: {"res": quote(res), "spec": by_name[name], "mark": mark, "takeover": takeover}
+            for name in res.largest_first(list(by_name))
+        },
         flush.concurrency,
         ProgressTracker(len(specs)).update,
     )
@@ -130,37 +137,60 @@ def bronze_flush(
     max_ledgers_per_run: int | None = None,
     postgres_block: str | None = None,
     ducklake_block: str | None = None,
+    takeover: bool = False,
 ) -> State:
-    """One flush. Parameters: a config file or block names; a table subset; a dry run; a ledger cap for catch-up."""
+    """One flush. Parameters: a config file or block names; a table subset; a dry run; a ledger cap for catch-up.
+
+    takeover: the first flush over a lake another flusher (the Go service) filled: rows at or below the watermark
+    that the lake already holds are deleted from PostgreSQL without being copied again; when every table is
+    confirmed, the state records that it adopted the lake. With dry_run, reports what it would do.
+    """
     started = time.perf_counter()
     settings: Settings = resolve_settings(config_path, postgres_block, ducklake_block)
     specs = selected_tables(settings.flush, tables)
     cap = settings.flush.max_ledgers_per_run if max_ledgers_per_run is None else max_ledgers_per_run
+    if takeover and dry_run:
+        plan = plan_takeover(settings, specs)
+        get_run_logger().info("Takeover dry run:\n%s", render_plan(plan))
+        return Completed(message=render_plan(plan).splitlines()[-1])
+    floor = None
+    if takeover:
+        cap = 0  # one run must cover every ledger the Go service may have flushed: they cannot be told apart later
+        with connect(settings.postgres) as conn:
+            go = go_checkpoint(conn, settings.postgres.schema_name)
+        floor = takeover_floor(go)
+        get_run_logger().info("Takeover: Go flusher checkpoint %s", go.watermark if go else "not found")
     with RunResources.open(settings) as res:
         if not dry_run:
             res.start_attaching_lake()
         try:
-            mark = mark_watermark(res, cap, flow_run.get_id())
+            mark = mark_watermark(res, cap, flow_run.get_id(), floor)
         except FlushLocked as exc:
             get_run_logger().warning("Skipped: %s", exc)
             return Completed(name="Skipped", message=f"skipped: {exc}")
         if mark is None:
+            if takeover:
+                res.state.mark_adopted("takeover")
+                return Completed(message="takeover: the hot buffer is empty, nothing to reconcile; lake adopted")
             return Completed(message="nothing to flush: the hot buffer is empty")
         if dry_run:
             counts = _dry_run(res, specs, mark)
             res.state.finish_run(mark.batch_id, "dry-run", mark.watermark, f"dry run: {sum(counts.values())} rows", False)
             return Completed(message=f"dry run at watermark {mark.watermark}: {sum(counts.values())} rows would flush")
         res.open_lake([s.name for s in specs])
-        flushes = _flush_all(res, specs, mark)
+        flushes = _flush_all(res, specs, mark, takeover)
         by_name = {s.name: s for s in specs}
-        committed = {  # tables with rows in a lake commit; a table with none was confirmed at once
-            name: (by_name[name], outcome.rows)
+        committed = {  # tables with rows to delete; a table with none was confirmed at once
+            name: (by_name[name], outcome.rows, outcome.already_in_lake)
             for name, (outcome, _) in flushes.items()
-            if outcome is not None and outcome.rows > 0
+            if outcome is not None and outcome.rows_expected > 0
         }
         deletes = _delete_subflow(res, mark, committed) if committed else {}
         res.control.release()
         report = RunReport.build(mark, specs, flushes, deletes)
+        if takeover and all(line.status in ("flushed", "empty") for line in report.lines):
+            res.state.mark_adopted("takeover")  # every table confirmed: normal flushes may run from now on
+            get_run_logger().info("Takeover complete at watermark %s: the lake is adopted", mark.watermark)
         vacuumed = False
         if not report.failed_tables and settings.vacuum.enabled and res.state.vacuum_due(settings.vacuum.every_n_flushes):
             report.vacuum_seconds = vacuum_tables(res, [s.name for s in specs])

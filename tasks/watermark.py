@@ -15,10 +15,14 @@ class FlushLocked(RuntimeError):
 
 
 @task(name="mark-watermark", cache_policy=NO_CACHE, persist_result=False)
-def mark_watermark(res: RunResources, max_ledgers: int, flow_run_id: str | None = None) -> Mark | None:
+def mark_watermark(
+    res: RunResources, max_ledgers: int, flow_run_id: str | None = None, floor: int | None = None
+) -> Mark | None:
     """Lock, pin the snapshot, read MAX(sequence); returns None when there is nothing to flush.
 
-    Raises FlushLocked when another flush is running (after waiting flush.lock_wait_seconds).
+    `floor`: the watermark is at least this (a takeover reaches the Go flusher's checkpoint even where
+    ledgers_row_v2 no longer holds its ledgers). Raises FlushLocked when another flush is running (after waiting
+    flush.lock_wait_seconds).
     """
     logger = get_run_logger()
     key = lock_key(res.settings.flush.state_schema)
@@ -28,7 +32,8 @@ def mark_watermark(res: RunResources, max_ledgers: int, flow_run_id: str | None 
     batch = res.state.start_run(flow_run_id)
     previous = res.state.last_watermark()
     snapshot, hot_min, hot_max = res.control.pin_snapshot()
-    watermark = choose_watermark(hot_min, hot_max, previous, max_ledgers)
+    lowest = max((v for v in (previous, floor) if v is not None), default=None)
+    watermark = choose_watermark(hot_min, hot_max, lowest, max_ledgers)
     failpoints.hit("after_mark")
     if watermark is None:
         logger.info("Hot buffer is empty and nothing was flushed before: nothing to do")
