@@ -21,6 +21,8 @@ Start with:   postgres-ducklake-flusher demo            (no setup: an embedded P
 Then:         cp config.yaml.example config.yaml; edit it
               postgres-ducklake-flusher init  --config config.yaml
               postgres-ducklake-flusher flush --config config.yaml
+From the Go service: stop it, then
+              postgres-ducklake-flusher takeover --config config.yaml --dry-run   (then without --dry-run)
 """
 
 
