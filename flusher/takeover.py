@@ -83,6 +83,7 @@ class TakeoverPlan:
     go: GoCheckpoint | None
     state_watermark: int | None
     tables: list[TableTakeover] = field(default_factory=list)
+    no_catalog: bool = False  # there is no lake yet: nothing can be duplicated
 
     @property
     def foreign_tables(self) -> list[str]:
@@ -104,6 +105,16 @@ def _committed_tables(session: LakeSession) -> set[str]:
     return {r[0] for r in rows if r[0]}
 
 
+def _catalog_exists(settings: Settings) -> bool:
+    """Whether the DuckLake catalog exists (attaching a missing one would create it: a dry run must not)."""
+    lake = settings.ducklake
+    try:
+        with psycopg.connect(lake.catalog_conninfo(), autocommit=True) as conn:
+            return _exists(conn, lake.metadata_schema, "ducklake_metadata")
+    except psycopg.Error:
+        return True  # let the lake attach report what is wrong, with its own message
+
+
 def plan_takeover(settings: Settings, specs: list[TableSpec]) -> TakeoverPlan:
     """What a takeover would do now, per table, read in one pinned PostgreSQL snapshot; writes nothing anywhere."""
     pg = settings.postgres
@@ -117,6 +128,10 @@ def plan_takeover(settings: Settings, specs: list[TableSpec]) -> TakeoverPlan:
         floors = [v for v in (state_wm, takeover_floor(go)) if v is not None]
         watermark = choose_watermark(hot_min, hot_max, max(floors) if floors else None, 0)
         plan = TakeoverPlan(watermark, go, state_wm)
+        if not _catalog_exists(settings):
+            plan.no_catalog = True
+            plan.tables = [TableTakeover(s.name, "(no lake)") for s in specs]
+            return plan
         with LakeSession(settings) as session:
             ours = _committed_tables(session)
             hot_columns = session.columns_by_table(HOT, pg.schema_name)
@@ -137,7 +152,8 @@ def _plan_table(session, snapshot, spec, watermark, hot, lake, pk, ours) -> Tabl
     try:
         before = columns_before_us(session, cur, spec.name) if lake is not None else []
         reconcile = plan_reconcile(spec, pk, before, names)
-        line = TableTakeover(spec.name, ", ".join(reconcile.key) if reconcile.key else "all columns", ours=ours)
+        matched = ", ".join(reconcile.key) if reconcile.key else "all columns"
+        line = TableTakeover(spec.name, matched if lake is not None else "(not in the lake)", ours=ours)
         if hot is None:
             line.error = "missing in PostgreSQL"
             return line
@@ -180,6 +196,8 @@ def render_plan(plan: TakeoverPlan) -> str:
                    f"(updated {plan.go.updated_at}); rows at or below it may be in the lake already.")
     else:
         out.append(f"No Go flusher checkpoint ({GO_CHECKPOINT_TABLE}) in the hot database.")
+    if plan.no_catalog:
+        out.append("No DuckLake catalog yet: nothing is in the lake, so nothing can be duplicated.")
     if plan.foreign_tables:
         out.append(f"Lake tables with rows but no commit of this flusher: {', '.join(plan.foreign_tables)}.")
     out.append("A takeover is needed before the first flush." if plan.needed else

@@ -71,8 +71,8 @@ def go_lake(env: HotEnv, tables: list[str]) -> None:
         db.close()
 
 
-def go_flush(env: HotEnv, tables: list[str], watermark: int, downstream: int) -> None:
-    """One Go flush cycle: copy rows <= watermark into the lake, advance its checkpoint, delete <= min(W, downstream)."""
+def go_copy(env: HotEnv, tables: list[str], watermark: int) -> None:
+    """The Go service's copy step: each table's hot rows <= watermark into the lake, one statement (commit) each."""
     db, catalog, schema = _connect_like_go(env)
     try:
         for table in tables:
@@ -87,6 +87,11 @@ def go_flush(env: HotEnv, tables: list[str], watermark: int, downstream: int) ->
             )
     finally:
         db.close()
+
+
+def go_flush(env: HotEnv, tables: list[str], watermark: int, downstream: int) -> None:
+    """One Go flush cycle: copy rows <= watermark into the lake, advance its checkpoint, delete <= min(W, downstream)."""
+    go_copy(env, tables, watermark)
     with env.connect() as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS cold_flusher_checkpoint (id INTEGER PRIMARY KEY DEFAULT 1 CHECK (id = 1), "
