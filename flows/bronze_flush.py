@@ -169,7 +169,7 @@ def bronze_flush(
             get_run_logger().warning("Skipped: %s", exc)
             return Completed(name="Skipped", message=f"skipped: {exc}")
         if mark is None:
-            if takeover:
+            if takeover and tables is None:
                 res.state.mark_adopted("takeover")
                 return Completed(message="takeover: the hot buffer is empty, nothing to reconcile; lake adopted")
             return Completed(message="nothing to flush: the hot buffer is empty")
@@ -188,8 +188,10 @@ def bronze_flush(
         deletes = _delete_subflow(res, mark, committed) if committed else {}
         res.control.release()
         report = RunReport.build(mark, specs, flushes, deletes)
-        if takeover and all(line.status in ("flushed", "empty") for line in report.lines):
-            res.state.mark_adopted("takeover")  # every table confirmed: normal flushes may run from now on
+        # Adopted once every configured table is confirmed (a subset leaves the others unreconciled).
+        adopted = takeover and tables is None and all(line.status in ("flushed", "empty") for line in report.lines)
+        if adopted:
+            res.state.mark_adopted("takeover")  # normal flushes may run from now on
             get_run_logger().info("Takeover complete at watermark %s: the lake is adopted", mark.watermark)
         vacuumed = False
         if not report.failed_tables and settings.vacuum.enabled and res.state.vacuum_due(settings.vacuum.every_n_flushes):
@@ -201,4 +203,7 @@ def bronze_flush(
         publish_report(report)
     if report.failed_tables:
         return Failed(message=report.headline())
+    if takeover and not adopted:
+        why = "a table subset was taken over" if tables is not None else "a table's delete was deferred"
+        return Failed(message=f"{report.headline()}; takeover not complete ({why}): run it again for all tables")
     return Completed(message=report.headline())
