@@ -63,7 +63,9 @@ def _outcome(future: PrefectFuture | concurrent.futures.Future) -> tuple[Any, st
 
 
 @flow(name="delete-flushed-rows", validate_parameters=False, persist_result=False)
-def delete_flushed_rows(res: RunResources, mark: Mark, flushed: dict[str, tuple[TableSpec, int, int]]) -> dict[str, Any]:
+def delete_flushed_rows(
+    res: RunResources, mark: Mark, flushed: dict[str, tuple[TableSpec, int, int]]
+) -> dict[str, Any]:
     """Delete subflow: for each table whose flush committed, delete its rows on the flush's snapshot.
 
     `flushed`: per table its spec, rows copied and rows found already in the lake (a takeover). Tables go largest
@@ -72,7 +74,9 @@ def delete_flushed_rows(res: RunResources, mark: Mark, flushed: dict[str, tuple[
     largest_first = sorted(flushed, key=lambda name: -(flushed[name][1] + flushed[name][2]))
     with concurrent.futures.ThreadPoolExecutor(res.settings.postgres.pool_size, thread_name_prefix="delete") as pool:
         futures = {  # each in a copy of this run's context, so its log lines belong to the subflow run
-            name: pool.submit(contextvars.copy_context().run, delete_flushed, res, flushed[name][0], mark, *flushed[name][1:])
+            name: pool.submit(
+                contextvars.copy_context().run, delete_flushed, res, flushed[name][0], mark, *flushed[name][1:]
+            )
             for name in largest_first
         }
     return {name: _outcome(future) for name, future in futures.items()}

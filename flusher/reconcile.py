@@ -115,7 +115,9 @@ def missing_rows_sql(
     return query, [watermark, *lake_params]
 
 
-def lake_duplicates_sql(spec: TableSpec, lake_table: str, reconcile: Reconcile, watermark: int, low: int) -> tuple[str, list]:
+def lake_duplicates_sql(
+    spec: TableSpec, lake_table: str, reconcile: Reconcile, watermark: int, low: int
+) -> tuple[str, list[int]]:
     """Extra lake rows per natural key within the compared range (reported by a dry run, never changed)."""
     key = ", ".join(map(quote_ident, reconcile.key))
     params = [low, watermark] if spec.ledger_column in reconcile.key else []

@@ -17,9 +17,15 @@ from psycopg import sql
 
 from flusher.config import Settings
 from flusher.hot import ControlSession, choose_watermark, connect, validate_snapshot_id
-from flusher.lake import COMMIT_AUTHOR, HOT, LakeSession
+from flusher.lake import COMMIT_AUTHOR, HOT, Column, LakeSession, redact
 from flusher.quoting import quote_ident, quote_literal
-from flusher.reconcile import columns_before_us, lake_duplicates_sql, missing_rows_sql, plan_reconcile, primary_key
+from flusher.reconcile import (
+    columns_before_us,
+    lake_duplicates_sql,
+    missing_rows_sql,
+    plan_reconcile,
+    primary_key,
+)
 from flusher.registry import TableSpec
 from flusher.transfer import plan_columns
 
@@ -33,7 +39,8 @@ class GoCheckpoint:
 
 
 def _exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, table).as_string(conn),)).fetchone()[0] is not None
+    name = sql.Identifier(schema, table).as_string(conn)
+    return conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
 
 
 def go_checkpoint(conn: psycopg.Connection, schema: str) -> GoCheckpoint | None:
@@ -137,16 +144,19 @@ def plan_takeover(settings: Settings, specs: list[TableSpec]) -> TakeoverPlan:
             hot_columns = session.columns_by_table(HOT, pg.schema_name)
             lake_columns = session.columns_by_table(session.lake, session.schema)
             for spec in specs:
-                plan.tables.append(
-                    _plan_table(session, snapshot, spec, watermark, hot_columns.get(spec.name), lake_columns.get(spec.name),
-                                keys.get(spec.name, []), spec.name in ours)
-                )
+                hot, lake = hot_columns.get(spec.name), lake_columns.get(spec.name)
+                pk = keys.get(spec.name, [])
+                plan.tables.append(_plan_table(session, snapshot, spec, watermark, hot, lake, pk, spec.name in ours))
         return plan
     finally:
         control.close()
 
 
-def _plan_table(session, snapshot, spec, watermark, hot, lake, pk, ours) -> TableTakeover:
+def _plan_table(
+    session: LakeSession, snapshot: str, spec: TableSpec, watermark: int | None, hot: list[Column] | None,
+    lake: list[Column] | None, pk: list[str], ours: bool,
+) -> TableTakeover:
+    """One table's counts, read in a DuckDB transaction pinned to the PostgreSQL snapshot, then rolled back."""
     names = [c.name for c in hot or []]
     cur = session.cursor()
     try:
@@ -173,7 +183,8 @@ def _plan_table(session, snapshot, spec, watermark, hot, lake, pk, ours) -> Tabl
             line.missing = line.in_hot
         else:
             select = plan_columns(spec.name, hot, lake).select
-            query, params = missing_rows_sql(spec, hot_table, session.table(spec.name), select, reconcile, watermark, low)
+            lake_table = session.table(spec.name)
+            query, params = missing_rows_sql(spec, hot_table, lake_table, select, reconcile, watermark, low)
             line.missing = cur.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
             if reconcile.key:
                 dup, dup_params = lake_duplicates_sql(spec, session.table(spec.name), reconcile, watermark, low)
@@ -182,8 +193,8 @@ def _plan_table(session, snapshot, spec, watermark, hot, lake, pk, ours) -> Tabl
         cur.execute("ROLLBACK")
         return line
     except Exception as exc:  # noqa: BLE001 - one table's problem is reported, the others still planned
-        line = TableTakeover(spec.name, "-", error=str(exc).splitlines()[0])
-        return line
+        message = redact(str(exc), session.settings.postgres.password.get_secret_value())
+        return TableTakeover(spec.name, "-", error=(message.splitlines() or [type(exc).__name__])[0])
     finally:
         cur.close()
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import Counter
 
 import duckdb
-import psycopg
 from psycopg import sql
 
 from flusher.extensions import load_extensions
