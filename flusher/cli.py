@@ -21,6 +21,8 @@ Start with:   postgres-ducklake-flusher demo            (no setup: an embedded P
 Then:         cp config.yaml.example config.yaml; edit it
               postgres-ducklake-flusher init  --config config.yaml
               postgres-ducklake-flusher flush --config config.yaml
+From the Go service: stop it, then
+              postgres-ducklake-flusher takeover --config config.yaml --dry-run   (then without --dry-run)
 """
 
 
@@ -44,6 +46,22 @@ def cmd_flush(args: argparse.Namespace) -> int:
         return_state=True,
     )
     return _report_state("flush", state)
+
+
+def cmd_takeover(args: argparse.Namespace) -> int:
+    """Take over from the Go postgres-ducklake-flusher (stop it first): one flush that copies only the rows the
+    lake lacks (matched by natural key, or all columns) and deletes every row at or below the watermark."""
+    settings = _settings(args)
+    if args.dry_run:  # read-only, and no flow run: nothing is written anywhere
+        from flusher.registry import selected_tables
+        from flusher.takeover import plan_takeover, render_plan
+
+        print(render_plan(plan_takeover(settings, selected_tables(settings.flush))))
+        return 0
+    from flows.bronze_flush import bronze_flush
+
+    state = bronze_flush(config_path=args.config, takeover=True, return_state=True)
+    return _report_state("takeover", state)
 
 
 def _report_state(what: str, state) -> int:
@@ -156,6 +174,8 @@ def parser() -> argparse.ArgumentParser:
     flush.add_argument("--tables", metavar="T1,T2", help="flush only these tables")
     flush.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
     flush.add_argument("--max-ledgers", type=int, metavar="N", help="flush at most N ledgers (catch-up in chunks)")
+    takeover = command("takeover", cmd_takeover, "first flush after the Go flusher: copy only what the lake lacks")
+    takeover.add_argument("--dry-run", action="store_true", help="report what it would copy and delete; change nothing")
     maintain = command("maintain", cmd_maintain, "merge small files, expire old snapshots, delete freed files")
     maintain.add_argument("--dry-run", action="store_true", help="report what would be done; change nothing")
     command("init", cmd_init, "create the state tables and the lake's Bronze tables")

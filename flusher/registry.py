@@ -20,13 +20,22 @@ class TableSpec:
     ledger_column: str
     group: str
     enabled: bool
+    # Columns that identify a row when a takeover compares the hot buffer with a lake another flusher filled:
+    # None means the hot table's PostgreSQL primary key; () means no reliable key (compare all columns).
+    natural_key: tuple[str, ...] | None = None
 
 
 @cache
 def registry() -> dict[str, TableSpec]:
     """Every known table, in registry order."""
     raw = yaml.safe_load(resources.files("schema").joinpath("tables.yaml").read_text())
-    return {t["name"]: TableSpec(t["name"], t["ledger_column"], t["group"], bool(t["enabled"])) for t in raw["tables"]}
+    return {
+        t["name"]: TableSpec(
+            t["name"], t["ledger_column"], t["group"], bool(t["enabled"]),
+            None if t.get("natural_key") is None else tuple(t["natural_key"]),
+        )
+        for t in raw["tables"]
+    }
 
 
 def selected_tables(flush: FlushSettings, only: list[str] | None = None) -> list[TableSpec]:

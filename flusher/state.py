@@ -97,18 +97,23 @@ class StateStore:
         return bool(rows[0][0])
 
     def record_committed(
-        self, batch: int, table: str, snapshot_id: int | None, rows: int, seconds: float, undone: list[int]
+        self, batch: int, table: str, snapshot_id: int | None, rows: int, seconds: float, undone: list[int],
+        rows_expected: int | None = None,
     ) -> None:
-        """The lake commit exists (or nothing needed committing): note it and retire the batches it undid."""
+        """The lake commit exists (or nothing needed committing): note it and retire the batches it undid.
+
+        rows_expected (takeover batches): the rows the delete must remove, copied plus already in the lake; with
+        rows to delete the batch stays 'committed' until its delete confirms it, even if nothing was copied.
+        """
         with self.pool.connection() as conn, conn.transaction():
-            status = "committed" if rows else "confirmed"
+            status = "committed" if (rows if rows_expected is None else rows_expected) else "confirmed"
             conn.execute(
                 self._q(
                     "UPDATE {schema}.table_batches SET status = %s, lake_snapshot_id = %s, rows_flushed = %s, "
-                    "rows_deleted = CASE WHEN %s = 'confirmed' THEN 0 END, flush_seconds = %s, updated_at = now() "
-                    "WHERE batch_id = %s AND table_name = %s"
+                    "rows_expected = %s, rows_deleted = CASE WHEN %s = 'confirmed' THEN 0 END, flush_seconds = %s, "
+                    "updated_at = now() WHERE batch_id = %s AND table_name = %s"
                 ),
-                (status, snapshot_id, rows, status, seconds, batch, table),
+                (status, snapshot_id, rows, rows_expected, status, seconds, batch, table),
             )
             if undone:
                 conn.execute(
@@ -145,6 +150,22 @@ class StateStore:
             "  WHERE b.batch_id = r.batch_id AND b.status = 'confirmed'), 0) "
             "WHERE batch_id = %s",
             (status, watermark, message, vacuumed, batch),
+        )
+
+    def state_id(self) -> str:
+        """This state's identity, created with the state schema (a new or recreated schema has a new one)."""
+        return str(self._execute("SELECT state_id FROM {schema}.state_identity WHERE id")[0][0])
+
+    def adopted(self) -> bool | None:
+        """True once this state took responsibility for the lake's existing data; None if it has no identity row."""
+        rows = self._execute("SELECT adopted_at IS NOT NULL FROM {schema}.state_identity WHERE id")
+        return bool(rows[0][0]) if rows else None
+
+    def mark_adopted(self, how: str) -> None:
+        """Record that this state adopted the lake's existing data, and how (e.g. 'takeover'); the first one stays."""
+        self._execute(
+            "UPDATE {schema}.state_identity SET adopted_at = now(), adopted_how = %s WHERE id AND adopted_at IS NULL",
+            (how,),
         )
 
     def vacuum_due(self, every_n: int) -> bool:

@@ -11,6 +11,7 @@ from flusher import failpoints
 from flusher.hot import Mark, validate_snapshot_id
 from flusher.lake import COMMIT_AUTHOR, HOT, Column, LakeSession
 from flusher.quoting import quote_ident, quote_literal
+from flusher.reconcile import Reconcile, missing_rows_sql
 from flusher.registry import TableSpec
 
 # Hot (PostgreSQL, as DuckDB sees it) types the lake stores as they are.
@@ -81,6 +82,12 @@ class CopyResult:
     snapshot_id: int | None  # the lake snapshot of this commit; None when nothing was committed
     undone_snapshots: list[int]
     added_columns: list[str]
+    already_in_lake: int = 0  # takeover: hot rows at or below the watermark the lake already held (not copied)
+
+    @property
+    def rows_expected(self) -> int:
+        """Rows the delete must remove: those copied and those found already in the lake."""
+        return self.rows + self.already_in_lake
 
 
 def label(spec: TableSpec, mark: Mark) -> tuple[str, str]:
@@ -119,12 +126,14 @@ def committed_snapshot(session: LakeSession, info: str) -> int | None:
 
 
 def copy_table(
-    session: LakeSession, spec: TableSpec, mark: Mark, hot: list[Column], lake: list[Column], undo: list[int]
+    session: LakeSession, spec: TableSpec, mark: Mark, hot: list[Column], lake: list[Column], undo: list[int],
+    reconcile: Reconcile | None = None,
 ) -> CopyResult:
     """One lake transaction: undo unconfirmed earlier commits of this table, insert rows <= watermark, label, commit.
 
     `undo` lists batches whose labelled commits (if they exist) must go: their rows are still in PostgreSQL and
-    are read again here, so the lake ends up with each row once.
+    are read again here, so the lake ends up with each row once. With `reconcile` (a takeover), only the rows the
+    lake lacks are inserted; the others are counted in `already_in_lake`, read in the same transaction.
     """
     plan = plan_columns(spec.name, hot, lake)
     target = session.table(spec.name)
@@ -139,14 +148,18 @@ def copy_table(
         undone = labelled_snapshots(session, cur, spec.name, undo)
         if undone:
             cur.execute(f"DELETE FROM {target} WHERE snapshot_id IN (SELECT unnest(?::BIGINT[]))", [undone])
-        rows = cur.execute(
-            f"INSERT INTO {target} BY NAME SELECT {', '.join(plan.select)} FROM {session.hot_table(spec.name)} "
-            f"WHERE {quote_ident(spec.ledger_column)} <= ?",
-            [mark.watermark],
-        ).fetchone()[0]
+        if reconcile is None:
+            rows = cur.execute(
+                f"INSERT INTO {target} BY NAME SELECT {', '.join(plan.select)} FROM {session.hot_table(spec.name)} "
+                f"WHERE {quote_ident(spec.ledger_column)} <= ?",
+                [mark.watermark],
+            ).fetchone()[0]
+            present = 0
+        else:
+            rows, present = _insert_missing(cur, session, spec, mark, plan.select, reconcile)
         if rows == 0 and not undone and not plan.add_to_lake:
             cur.execute("ROLLBACK")
-            return CopyResult(0, None, [], [])
+            return CopyResult(0, None, [], [], present)
         message, info = label(spec, mark)
         cur.execute(
             f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)", [COMMIT_AUTHOR, message, info]
@@ -159,7 +172,25 @@ def copy_table(
     finally:
         cur.close()
     failpoints.hit("after_lake_commit", spec.name)
-    return CopyResult(rows, committed_snapshot(session, info), undone, [c.name for c in plan.add_to_lake])
+    return CopyResult(rows, committed_snapshot(session, info), undone, [c.name for c in plan.add_to_lake], present)
+
+
+def _insert_missing(
+    cur: duckdb.DuckDBPyConnection, session: LakeSession, spec: TableSpec, mark: Mark, select: list[str],
+    reconcile: Reconcile,
+) -> tuple[int, int]:
+    """Insert the hot rows <= watermark the lake lacks; return (rows inserted, rows already in the lake)."""
+    hot_table = session.hot_table(spec.name)
+    total, low = cur.execute(
+        f"SELECT count(*), min({quote_ident(spec.ledger_column)}) FROM {hot_table} "
+        f"WHERE {quote_ident(spec.ledger_column)} <= ?",
+        [mark.watermark],
+    ).fetchone()
+    if total == 0:
+        return 0, 0
+    query, params = missing_rows_sql(spec, hot_table, session.table(spec.name), select, reconcile, mark.watermark, low)
+    rows = cur.execute(f"INSERT INTO {session.table(spec.name)} BY NAME {query}", params).fetchone()[0]
+    return rows, total - rows
 
 
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:

@@ -51,3 +51,18 @@ CREATE TABLE IF NOT EXISTS {schema}.confirmed_batches (
     confirmed_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (batch_id, table_name)
 );
+
+-- The state's identity, created with the schema: which lake history this state knows. adopted_at says when (and
+-- adopted_how how) it took responsibility for a lake that already held data, e.g. one the Go service filled.
+CREATE TABLE IF NOT EXISTS {schema}.state_identity (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    state_id    uuid NOT NULL DEFAULT gen_random_uuid(),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    adopted_at  timestamptz,
+    adopted_how text
+);
+INSERT INTO {schema}.state_identity DEFAULT VALUES ON CONFLICT (id) DO NOTHING;
+
+-- Takeover batches delete more rows than they copy (rows already in the lake are counted, not copied): the
+-- delete must match rows_expected (copied + already present) instead of rows_flushed. NULL for plain batches.
+ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS rows_expected BIGINT;

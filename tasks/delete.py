@@ -30,17 +30,24 @@ class DeleteOutcome:
     deferred: str | None = None  # why the delete was left to the next run
 
 
-def delete_flushed(res: RunResources, spec: TableSpec, mark: Mark, rows_flushed: int) -> DeleteOutcome:
-    """In one transaction on the flush's snapshot: DELETE rows <= watermark and mark the batch confirmed."""
+def delete_flushed(
+    res: RunResources, spec: TableSpec, mark: Mark, rows_flushed: int, already_in_lake: int = 0
+) -> DeleteOutcome:
+    """In one transaction on the flush's snapshot: DELETE rows <= watermark and mark the batch confirmed.
+
+    The delete must match what the flush read: the rows it copied plus, in a takeover, those it found in the lake.
+    """
     logger = get_run_logger()
     started = time.perf_counter()
     with res.pool.connection() as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         try:
             deleted = delete_at_snapshot(conn, res.settings.postgres, spec.name, spec.ledger_column, mark.watermark, mark.snapshot)
-            if deleted != rows_flushed:
+            if deleted != rows_flushed + already_in_lake:
+                found = f" and found {already_in_lake} already in the lake" if already_in_lake else ""
                 raise DeleteMismatch(
-                    f"{spec.name}: the delete matched {deleted} rows but the flush copied {rows_flushed}; rolled back"
+                    f"{spec.name}: the delete matched {deleted} rows but the flush copied {rows_flushed}{found}; "
+                    "rolled back"
                 )
             failpoints.hit("in_delete", spec.name)
             res.state.confirm(conn, mark.batch_id, spec.name, deleted, time.perf_counter() - started)

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
 from flusher.hot import Mark
 from flusher.lake import redact
+from flusher.reconcile import reconcile_for
 from flusher.registry import TableSpec
 from flusher.resources import RunResources
 from flusher.transfer import SchemaMismatch, copy_table
@@ -29,6 +30,12 @@ class FlushOutcome:
     seconds: float
     undone_batches: int
     added_columns: list[str]
+    already_in_lake: int = 0  # takeover: rows found in the lake already; deleted from PostgreSQL, not copied
+
+    @property
+    def rows_expected(self) -> int:
+        """Rows the delete must remove."""
+        return self.rows + self.already_in_lake
 
 
 def _check_hot_table(res: RunResources, spec: TableSpec) -> None:
@@ -63,8 +70,11 @@ def _explain_invalid_utf8(res: RunResources, spec: TableSpec, mark: Mark, messag
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def flush_table(res: RunResources, spec: TableSpec, mark: Mark) -> FlushOutcome:
-    """Undo this table's unconfirmed lake commits and copy rows <= watermark in one labelled lake commit."""
+def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool = False) -> FlushOutcome:
+    """Undo this table's unconfirmed lake commits and copy rows <= watermark in one labelled lake commit.
+
+    takeover: copy only the rows the lake does not hold yet (matched by natural key, or all columns), count the rest.
+    """
     logger = get_run_logger()
     assert res.lake is not None, "open the lake before flushing"
     started = time.perf_counter()
@@ -74,7 +84,13 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark) -> FlushOutcome:
         undo = res.state.open_batches(spec.name)
         if first_attempt:  # this batch has no lake commit yet; with no other open batch the undo lookup is skipped
             undo = [b for b in undo if b != mark.batch_id]
-        result = copy_table(res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo)
+        reconcile = None
+        if takeover:
+            with res.pool.connection() as conn:
+                reconcile = reconcile_for(res.lake, conn, spec, [c.name for c in res.hot_columns[spec.name]])
+        result = copy_table(
+            res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo, reconcile
+        )
     except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
         message = redact(str(exc), res.settings.postgres.password.get_secret_value())
         if is_invalid_unicode(message):
@@ -84,7 +100,8 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark) -> FlushOutcome:
         res.state.record_failed(mark.batch_id, spec.name, message)
         raise TableFlushError(message) from None
     seconds = time.perf_counter() - started
-    res.state.record_committed(mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo)
+    expected = result.rows_expected if takeover else None
+    res.state.record_committed(mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo, expected)
     if result.undone_snapshots:
         logger.warning(
             "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",
@@ -92,5 +109,15 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark) -> FlushOutcome:
         )
     if result.added_columns:
         logger.info("Added columns %s to lake table %s", result.added_columns, spec.name)
-    logger.info("Flushed %s rows from %s to DuckLake in %.2fs", result.rows, spec.name, seconds)
-    return FlushOutcome(spec.name, result.rows, result.snapshot_id, seconds, len(result.undone_snapshots), result.added_columns)
+    if takeover:
+        logger.info(
+            "Takeover of %s: %s rows copied to DuckLake, %s already there (matched by %s) in %.2fs",
+            spec.name, result.rows, result.already_in_lake,
+            ", ".join(reconcile.key) if reconcile.key else "all columns", seconds,
+        )
+    else:
+        logger.info("Flushed %s rows from %s to DuckLake in %.2fs", result.rows, spec.name, seconds)
+    return FlushOutcome(
+        spec.name, result.rows, result.snapshot_id, seconds, len(result.undone_snapshots), result.added_columns,
+        result.already_in_lake,
+    )

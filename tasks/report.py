@@ -56,7 +56,8 @@ class RunReport:
             if outcome is None:
                 lines.append(TableLine(spec.name, "failed", error=error))
                 continue
-            line = TableLine(spec.name, "flushed" if outcome.rows else "empty", outcome.rows,
+            moved = outcome.rows or outcome.already_in_lake  # a takeover may only delete rows the lake holds
+            line = TableLine(spec.name, "flushed" if moved else "empty", outcome.rows,
                              flush_seconds=outcome.seconds, lake_snapshot_id=outcome.lake_snapshot_id)
             deleted, delete_error = deletes.get(spec.name, (None, None))
             if delete_error:

@@ -16,11 +16,15 @@ class FlushLocked(RuntimeError):
 
 
 @task(name="mark-watermark", cache_policy=NO_CACHE, persist_result=False)
-def mark_watermark(res: RunResources, max_ledgers: int, flow_run_id: str | None = None) -> Mark | None:
+def mark_watermark(
+    res: RunResources, max_ledgers: int, flow_run_id: str | None = None, floor: int | None = None
+) -> Mark | None:
     """Lock, pin the snapshot, read MAX(sequence); returns None when there is nothing to flush.
 
-    Raises FlushLocked when another flush is running (after waiting flush.lock_wait_seconds), and DownstreamBlocked
-    (the run recorded as skipped) when a downstream consumer is unreachable or has no positive checkpoint.
+    `floor`: the watermark is at least this (a takeover reaches the Go flusher's checkpoint even where
+    ledgers_row_v2 no longer holds its ledgers), unless a downstream consumer's checkpoint is lower. Raises
+    FlushLocked when another flush is running (after waiting flush.lock_wait_seconds), and DownstreamBlocked (the
+    run recorded as skipped) when a downstream consumer is unreachable or has no positive checkpoint.
     """
     logger = get_run_logger()
     key = lock_key(res.settings.flush.state_schema)
@@ -37,8 +41,9 @@ def mark_watermark(res: RunResources, max_ledgers: int, flow_run_id: str | None 
         res.state.finish_run(batch, "skipped", None, str(exc), vacuumed=False)
         raise
     snapshot, hot_min, hot_max = res.control.pin_snapshot()
-    watermark = choose_watermark(hot_min, hot_max, previous, max_ledgers, ceiling)
-    if ceiling is not None and hot_max is not None and ceiling < hot_max:
+    lowest = max((v for v in (previous, floor) if v is not None), default=None)
+    watermark = choose_watermark(hot_min, hot_max, lowest, max_ledgers, ceiling)
+    if ceiling is not None and watermark is not None and ceiling == watermark:
         logger.info(
             "Downstream retention: watermark capped at %s (lowest consumer checkpoint; %s)", watermark,
             ", ".join(f"{r.name}={r.checkpoint}" for r in readings),
