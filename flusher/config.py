@@ -17,6 +17,34 @@ ENV_PREFIX = "FLUSHER_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+# What every PostgreSQL session the flusher opens needs, whatever the role's, database's or server's defaults say
+# (an operator's ALTER ROLE ... SET must not break a flush): UTC, so no value ever depends on a session zone, and no
+# idle-in-transaction limit, since the snapshot-holding control session and DuckDB's scanner and catalog connections
+# sit idle inside their transaction while other tables copy. All exist since PostgreSQL 9.6, so they go in libpq's
+# `options` (a name the server does not know would refuse the connection).
+SESSION_SETTINGS = {"TimeZone": "UTC", "idle_in_transaction_session_timeout": "0"}
+# Settings that only PostgreSQL 14+ knows, set with SQL after connecting (flusher.hot.configure_session): the control
+# session holds the flusher lock while idle between statements.
+SESSION_SETTINGS_PG14 = {"idle_session_timeout": "0"}
+
+
+def session_options(statement_timeout_seconds: int, existing: str | None = None) -> str:
+    """libpq `options` with SESSION_SETTINGS and statement_timeout (0 = none), after any the user gave.
+
+    PostgreSQL applies `-c` options in order, so ours, last, win over the same name in `existing`.
+    """
+    ours = {**SESSION_SETTINGS, "statement_timeout": f"{statement_timeout_seconds}s" if statement_timeout_seconds else "0"}
+    mine = " ".join(f"-c {name}={value}" for name, value in ours.items())
+    return f"{existing.strip()} {mine}" if existing and existing.strip() else mine
+
+
+def with_session_options(conninfo: str, statement_timeout_seconds: int) -> str:
+    """A libpq connection string (URI or key=value) with session_options merged into its own `options`."""
+    parts = psycopg.conninfo.conninfo_to_dict(conninfo)
+    parts["options"] = session_options(statement_timeout_seconds, parts.get("options"))
+    return psycopg.conninfo.make_conninfo(**parts)
+
+
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says which and what to do."""
 
@@ -61,13 +89,24 @@ class PostgresSettings(_Section):
     schema_name: Identifier = Field("public", alias="schema", description="Schema of the hot tables.")
     pool_size: int = Field(4, ge=1, le=64)
     connect_timeout_seconds: int = Field(10, ge=1)
-    statement_timeout_seconds: int = Field(900, ge=1, description="Bound on any one DELETE/VACUUM statement.")
+    statement_timeout_seconds: int = Field(
+        900, ge=1, description="statement_timeout of the flusher's own PostgreSQL statements (DELETE, VACUUM, state); "
+                               "the copy (DuckDB's scanner) and the catalog run without one.",
+    )
     lock_timeout_seconds: int = Field(30, ge=1, description="How long a DELETE waits for row locks before giving up.")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
-    def conninfo(self) -> str:
-        """A libpq connection string (password included) for psycopg and DuckDB."""
+    def conninfo(self, scanner: bool = False) -> str:
+        """A libpq connection string (password included) with the flusher's session settings.
+
+        psycopg sessions (state, deletes, VACUUM, the control session) run with statement_timeout_seconds; DuckDB's
+        scanner (`scanner=True`) with none, since one table's copy is one long COPY statement, bounded by the run's
+        size (flush.max_ledgers_per_run), and cutting it off would only repeat it on every run.
+        """
+        return with_session_options(self._base_conninfo(), 0 if scanner else self.statement_timeout_seconds)
+
+    def _base_conninfo(self) -> str:
         return psycopg.conninfo.make_conninfo(
             host=self.host,
             port=self.port,
@@ -147,7 +186,11 @@ class DuckLakeSettings(_Section):
         return "://" in self.data_path
 
     def catalog_conninfo(self) -> str:
-        return self.catalog_path.get_secret_value()
+        """The catalog's connection string with the flusher's session settings (its own `options` kept, ours last).
+
+        No statement_timeout: DuckLake's catalog statements are short, and a role's limit must never fail a lake commit.
+        """
+        return with_session_options(self.catalog_path.get_secret_value(), 0)
 
 
 class VacuumSettings(_Section):

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from flusher.config import PostgresSettings
+from flusher.config import SESSION_SETTINGS_PG14, PostgresSettings
 from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
@@ -41,10 +41,22 @@ def lock_key(state_schema: str) -> str:
     return f"postgres-ducklake-flusher:{state_schema}"
 
 
+def configure_session(conn: psycopg.Connection) -> None:
+    """Apply the session settings libpq's `options` cannot carry (PostgreSQL 14+ only); leaves no transaction open."""
+    if conn.info.server_version < 140000:
+        return
+    for name, value in SESSION_SETTINGS_PG14.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.commit()  # a non-autocommit connection opened a transaction, and a rollback would undo the setting
+
+
 def connect(pg: PostgresSettings, autocommit: bool = True) -> psycopg.Connection:
-    """A connection with a message that names the server when it fails."""
+    """A connection with the flusher's session settings, and a message that names the server when it fails."""
     try:
-        return psycopg.connect(pg.conninfo(), autocommit=autocommit)
+        conn = psycopg.connect(pg.conninfo(), autocommit=autocommit)
+        configure_session(conn)
+        return conn
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise HotBufferError(
@@ -58,6 +70,7 @@ def make_pool(pg: PostgresSettings) -> ConnectionPool:
     connect(pg).close()  # fail fast with a clear message instead of a pool timeout
     return ConnectionPool(
         pg.conninfo(), min_size=1, max_size=pg.pool_size, kwargs={"autocommit": True}, open=True, name="flusher",
+        configure=configure_session,
         timeout=max(30, pg.connect_timeout_seconds),
     )
 

@@ -42,6 +42,22 @@ def _extensions_for(settings: Settings) -> tuple[str, ...]:
     return base + ("httpfs",) if settings.ducklake.is_remote else base
 
 
+def connect_duckdb(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose every connection (cursor) works in UTC, whatever the host's time zone.
+
+    A plain `SET TimeZone` holds only for the connection that ran it: cursors start from the global value, which
+    DuckDB takes from the host (TZ). The TimeZone config key cannot be given to connect() either (ICU is not loaded
+    yet then), so it is set globally before the first cursor exists.
+    """
+    db = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+    try:
+        db.execute("SET GLOBAL TimeZone = 'UTC'")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class LakeSession:
     """A DuckDB database with `hot` (PostgreSQL, read-only) and the lake attached; one cursor per thread of work."""
 
@@ -52,11 +68,9 @@ class LakeSession:
         self.schema = settings.ducklake.schema_name
         self._lock = threading.Lock()
         threads = settings.ducklake.threads or default_threads(queries_at_once)
-        self._db = duckdb.connect(config={"threads": threads, "memory_limit": settings.ducklake.memory_limit})
+        self._db = connect_duckdb(threads, settings.ducklake.memory_limit)
         try:
             load_extensions(self._db, _extensions_for(settings))
-            # Hot timestamps are TIMESTAMPTZ; the lake stores UTC wall time.
-            self._db.execute("SET TimeZone = 'UTC'")
             self._create_s3_secret()
             self._check_data_path()
             if attach_hot:
@@ -133,7 +147,7 @@ class LakeSession:
         pg = self.settings.postgres
         self._run(
             f"cannot attach the hot buffer PostgreSQL {pg.describe()}",
-            f"ATTACH {quote_literal(pg.conninfo())} AS {HOT} (TYPE postgres, READ_ONLY)",
+            f"ATTACH {quote_literal(pg.conninfo(scanner=True))} AS {HOT} (TYPE postgres, READ_ONLY)",
             "Check the postgres settings and that the server is running.",
         )
 

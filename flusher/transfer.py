@@ -42,7 +42,7 @@ _REFUSED_HINTS = {
 def lake_type_for(hot_type: str) -> str | None:
     """The lake type that stores a hot column's values losslessly, or None if there is none."""
     if hot_type == "TIMESTAMP WITH TIME ZONE":
-        return "TIMESTAMP"  # UTC wall time; the session runs with TimeZone=UTC
+        return "TIMESTAMP"  # its UTC wall time (see _expression)
     if hot_type.endswith("[]") or hot_type == "JSON":
         return "VARCHAR"  # arrays as JSON text, JSONB as its text
     if hot_type in _SAME_TYPES or hot_type.startswith("DECIMAL("):
@@ -56,6 +56,9 @@ def _expression(column: Column, lake_type: str) -> str:
         return f"CAST(to_json({name}) AS VARCHAR) AS {name}"
     if column.type == lake_type:
         return name
+    if column.type == "TIMESTAMP WITH TIME ZONE" and lake_type == "TIMESTAMP":
+        # The instant's UTC wall time, spelled out: a plain CAST would use the session's TimeZone.
+        return f"timezone('UTC', {name}) AS {name}"
     return f"CAST({name} AS {lake_type}) AS {name}"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -24,6 +24,10 @@ NEW_COLUMNS = [
     ("day", "DATE", "DATE", "'2025-01-02'", date(2025, 1, 2)),
     ("took", "INTERVAL", "INTERVAL", "'90 seconds'", timedelta(seconds=90)),
     ("ratio", "REAL", "FLOAT", "0.5", 0.5),
+    # UTC wall time whatever the zone of the host or the session (make test runs this file under three zones).
+    ("seen_at", "TIMESTAMPTZ", "TIMESTAMP", "'2025-03-09 06:59:59.999999+00'", datetime(2025, 3, 9, 6, 59, 59, 999999)),
+    # A plain TIMESTAMP passes through as it is, even a wall time New York skips at its clock change.
+    ("local_at", "TIMESTAMP", "TIMESTAMP", "'2025-03-09 02:30:00.25'", datetime(2025, 3, 9, 2, 30, 0, 250000)),
 ]
 
 

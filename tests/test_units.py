@@ -6,11 +6,13 @@ import re
 from importlib import resources
 
 import duckdb
+import psycopg.conninfo
 import pytest
 
 from flusher import failpoints
 from flusher.hot import choose_watermark, validate_snapshot_id
-from flusher.lake import Column, bronze_ddl, redact
+from flusher.config import DuckLakeSettings, PostgresSettings, session_options, with_session_options
+from flusher.lake import Column, bronze_ddl, connect_duckdb, redact
 from flusher.registry import registry
 from flusher.transfer import SchemaMismatch, lake_type_for, plan_columns
 
@@ -55,8 +57,39 @@ def test_columns_are_mapped_by_name_whatever_the_physical_order():
     lake = [Column("a", "BIGINT"), Column("b", "VARCHAR"), Column("c", "TIMESTAMP")]
     hot = [Column("c", "TIMESTAMP WITH TIME ZONE"), Column("b", "VARCHAR"), Column("a", "BIGINT")]
     plan = plan_columns("t", hot, lake)
-    assert plan.select == ['CAST("c" AS TIMESTAMP) AS "c"', '"b"', '"a"']
+    assert plan.select == ['timezone(\'UTC\', "c") AS "c"', '"b"', '"a"']
     assert plan.add_to_lake == [] and plan.missing_in_hot == []
+
+
+def test_timestamptz_is_copied_as_its_utc_wall_time_whatever_the_duckdb_session_zone():
+    """The copy's expression spells out UTC, so even a cursor in another zone stores the same wall time."""
+    plan = plan_columns("t", [Column("c", "TIMESTAMP WITH TIME ZONE")], [])
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'America/New_York'")
+    value = con.execute(f"SELECT {plan.select[0]} FROM (SELECT TIMESTAMPTZ '2025-03-09 06:59:59.5+00' AS c)").fetchone()[0]
+    assert str(value) == "2025-03-09 06:59:59.500000"
+
+
+def test_every_duckdb_cursor_of_the_flusher_works_in_utc():
+    db = connect_duckdb(1, "256MB")
+    try:
+        assert {db.cursor().execute("SELECT current_setting('TimeZone')").fetchone()[0] for _ in range(3)} == {"UTC"}
+    finally:
+        db.close()
+
+
+def test_session_settings_reach_every_postgres_connection_string_after_the_users_own_options():
+    assert session_options(0) == "-c TimeZone=UTC -c idle_in_transaction_session_timeout=0 -c statement_timeout=0"
+    merged = psycopg.conninfo.conninfo_to_dict(with_session_options(
+        "postgresql://u:pw@db:5433/cat?options=-c%20search_path%3Dx%20-c%20TimeZone%3DEurope/Paris", 0))
+    assert merged["options"] == ("-c search_path=x -c TimeZone=Europe/Paris -c TimeZone=UTC "
+                                 "-c idle_in_transaction_session_timeout=0 -c statement_timeout=0")
+    assert (merged["host"], merged["port"], merged["dbname"], merged["password"]) == ("db", "5433", "cat", "pw")
+    pg = PostgresSettings(database="hot", statement_timeout_seconds=60)
+    assert "-c statement_timeout=60s" in psycopg.conninfo.conninfo_to_dict(pg.conninfo())["options"]
+    assert "-c statement_timeout=0" in psycopg.conninfo.conninfo_to_dict(pg.conninfo(scanner=True))["options"]
+    lake = DuckLakeSettings(catalog_path="host=db dbname=cat", data_path="/tmp/lake")
+    assert "-c idle_in_transaction_session_timeout=0" in psycopg.conninfo.conninfo_to_dict(lake.catalog_conninfo())["options"]
 
 
 def test_new_hot_columns_are_added_to_the_lake_and_missing_ones_stay_null():
