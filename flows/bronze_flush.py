@@ -16,6 +16,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flusher.adoption import TakeoverRequired
 from flusher.config import Settings
 from flusher.hot import Mark
 from flusher.registry import TableSpec, selected_tables
@@ -151,6 +152,12 @@ def bronze_flush(
             res.state.finish_run(mark.batch_id, "dry-run", mark.watermark, f"dry run: {sum(counts.values())} rows", False)
             return Completed(message=f"dry run at watermark {mark.watermark}: {sum(counts.values())} rows would flush")
         res.open_lake([s.name for s in specs])
+        try:
+            res.check_lake_ownership()
+        except TakeoverRequired as exc:  # before any flush task: nothing was flushed or deleted
+            get_run_logger().error("Refused: %s", exc)
+            res.state.finish_run(mark.batch_id, "failed", mark.watermark, f"refused: {exc}", False)
+            return Failed(name="Refused", message=str(exc))
         flushes = _flush_all(res, specs, mark)
         by_name = {s.name: s for s in specs}
         committed = {  # tables with rows in a lake commit; a table with none was confirmed at once

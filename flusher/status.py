@@ -14,9 +14,11 @@ def render_status(settings: Settings) -> str:
         state = StateStore(pool, settings.flush.state_schema)
         state.ensure()
         summary = state.summary()
+        identity = state.identity()
     with connect(settings.postgres) as conn:
         hot = hot_row_counts(conn, settings.postgres.schema_name, names)
     lines = [
+        identity.describe(),
         f"flushes: {summary.flush_count} completed, {summary.failed_count} failed; "
         f"last: {summary.last_flush_time or 'never'}; watermark: {summary.last_watermark}; "
         f"rows flushed: {summary.total_flushed}, deleted: {summary.total_deleted}",

@@ -51,3 +51,23 @@ CREATE TABLE IF NOT EXISTS {schema}.confirmed_batches (
     confirmed_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (batch_id, table_name)
 );
+
+-- Which state this is (one row). Every lake commit's label carries state_id, and a flush undoes only commits
+-- labelled with its own state_id and a batch it has a table_batches row for: a state schema that is new, recreated
+-- or restored never touches commits it cannot prove are its own unconfirmed ones.
+--   adopted_at/adopted_how  NULL/NULL: not decided yet (a brand-new state; the first flush adopts an empty lake or
+--                           refuses); NULL/how: a takeover started and did not finish (flushes refuse);
+--                           set/how: adopted ('empty lake', 'upgrade', 'takeover').
+--   known_snapshot          the highest lake snapshot whose commits this state has accounted for; each flush checks
+--                           only commits after it. NULL after an adoption that gave none: commits after adopted_at.
+--   legacy_labels_upto      set on 'upgrade' (a state from before state ids): labels without a state id of batches
+--                           up to this one are this state's own. NULL: no such label is ever this state's.
+CREATE TABLE IF NOT EXISTS {schema}.state_identity (
+    id                  BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
+    state_id            UUID NOT NULL DEFAULT gen_random_uuid(),
+    created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    adopted_at          TIMESTAMPTZ,
+    adopted_how         TEXT,
+    known_snapshot      BIGINT,
+    legacy_labels_upto  BIGINT
+);

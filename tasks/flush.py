@@ -74,7 +74,8 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark) -> FlushOutcome:
         undo = res.state.open_batches(spec.name)
         if first_attempt:  # this batch has no lake commit yet; with no other open batch the undo lookup is skipped
             undo = [b for b in undo if b != mark.batch_id]
-        result = copy_table(res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo)
+        result = copy_table(res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo,
+                            res.label_owner())
     except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
         message = redact(str(exc), res.settings.postgres.password.get_secret_value())
         if is_invalid_unicode(message):
