@@ -18,7 +18,6 @@ def render_status(settings: Settings) -> str:
     with connect(settings.postgres) as conn:
         hot = hot_row_counts(conn, settings.postgres.schema_name, names)
     lines = [
-        identity.describe(),
         f"flushes: {summary.flush_count} completed, {summary.failed_count} failed; "
         f"last: {summary.last_flush_time or 'never'}; watermark: {summary.last_watermark}; "
         f"rows flushed: {summary.total_flushed}, deleted: {summary.total_deleted}",
@@ -31,4 +30,5 @@ def render_status(settings: Settings) -> str:
         if t.get("last_error") and status != "confirmed":
             status += f" ({t['last_error'][:80]})"
         lines.append(f"{name:34} {in_hot:>10} {t.get('rows_flushed', 0):>12} {str(t.get('last_batch') or '-'):>10}  {status}")
+    lines.append(identity.describe())  # last, so the table keeps its place for whoever reads it
     return "\n".join(lines)
