@@ -71,12 +71,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with make_pool(settings.postgres) as pool:
-        StateStore(pool, settings.flush.state_schema).ensure()
+        state = StateStore(pool, settings.flush.state_schema)
+        state.ensure()
+        identity = state.identity()
     names = [t.name for t in selected_tables(settings.flush)]
     with LakeSession(settings, attach_hot=False) as lake:
         created = lake.ensure_tables(names)
     print(f"state schema {settings.flush.state_schema} ready; lake {settings.ducklake.catalog_name}."
           f"{settings.ducklake.schema_name}: {len(created)} tables created, {len(names) - len(created)} already there")
+    print(identity.describe())
     return 0
 
 
