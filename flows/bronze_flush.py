@@ -19,6 +19,7 @@ from prefect.utilities.annotations import quote
 import psycopg
 
 from flusher import cold_checkpoint
+from flusher.adoption import TakeoverRequired, lake_head
 from flusher.config import Settings
 from flusher.downstream import DownstreamBlocked
 from flusher.hot import Mark, connect
@@ -225,6 +226,15 @@ def bronze_flush(
             res.state.finish_run(mark.batch_id, "dry-run", mark.watermark, f"dry run: {sum(counts.values())} rows", False)
             return Completed(message=f"dry run at watermark {mark.watermark}: {sum(counts.values())} rows would flush")
         res.open_lake([s.name for s in specs])
+        if takeover:  # flushes refuse until the takeover has finished (adopted() is False meanwhile)
+            res.state.begin_adoption("takeover")
+        else:
+            try:
+                res.check_lake_ownership()
+            except TakeoverRequired as exc:  # before any flush task: nothing was flushed or deleted
+                get_run_logger().error("Refused: %s", exc)
+                res.state.finish_run(mark.batch_id, "failed", mark.watermark, f"refused: {exc}", False)
+                return Failed(name="Refused", message=str(exc))
         flushes = _flush_all(res, specs, mark, takeover)
         by_name = {s.name: s for s in specs}
         committed = {  # tables with rows to delete; a table with none was confirmed at once
@@ -242,7 +252,7 @@ def bronze_flush(
         incomplete = _takeover_incomplete(mark, floor, tables, report) if takeover else None
         adopted = takeover and incomplete is None
         if adopted:
-            res.state.mark_adopted("takeover")  # normal flushes may run from now on
+            res.state.mark_adopted("takeover", lake_head(res.lake))  # normal flushes may run from now on
             get_run_logger().info("Takeover complete at watermark %s: the lake is adopted", mark.watermark)
         vacuumed = False
         if not report.failed_tables and settings.vacuum.enabled and res.state.vacuum_due(settings.vacuum.every_n_flushes):

@@ -93,7 +93,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with make_pool(settings.postgres) as pool:
-        StateStore(pool, settings.flush.state_schema).ensure()
+        state = StateStore(pool, settings.flush.state_schema)
+        state.ensure()
+        identity = state.identity()
         with pool.connection() as conn, conn.transaction():  # the query API's hot/cold split, as the Go service kept it
             cold_checkpoint.ensure(conn, settings.postgres.schema_name)
     names = [t.name for t in selected_tables(settings.flush)]
@@ -101,6 +103,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         created = lake.ensure_tables(names)
     print(f"state schema {settings.flush.state_schema} ready; lake {settings.ducklake.catalog_name}."
           f"{settings.ducklake.schema_name}: {len(created)} tables created, {len(names) - len(created)} already there")
+    print(identity.describe())
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from flusher.adoption import label_owner
 from flusher.lake import LakeSession
 from flusher.state import StateStore
 from flusher.transfer import labelled_snapshots
@@ -47,9 +48,10 @@ def unconfirmed_commits(lake: LakeSession, state: StateStore, tables: list[str])
     A batch that failed before its lake commit has nothing in the lake to undo, so it does not count.
     """
     out = {}
+    owner = label_owner(state.identity())
     with lake.cursor() as cur:
         for table in tables:
-            snapshots = labelled_snapshots(lake, cur, table, state.open_batches(table))
+            snapshots = labelled_snapshots(lake, cur, table, state.open_batches(table), owner)
             if snapshots:
                 out[table] = snapshots
     return out

@@ -9,8 +9,10 @@ from psycopg_pool import ConnectionPool
 
 from flusher.config import Settings
 from flusher.hot import ControlSession, make_pool, table_bytes, unconstrained_numeric_columns
+from flusher.adoption import check_lake, label_owner
 from flusher.lake import HOT, Column, LakeSession
 from flusher.state import StateStore
+from flusher.transfer import LabelOwner
 
 
 @dataclass
@@ -24,6 +26,7 @@ class RunResources:
     lake_columns: dict[str, list[Column]] = field(default_factory=dict)
     hot_bytes: dict[str, int] = field(default_factory=dict)
     _attaching: concurrent.futures.Future[LakeSession] | None = field(default=None, init=False, repr=False)
+    _owner: LabelOwner | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> RunResources:
@@ -61,6 +64,17 @@ class RunResources:
             self.hot_columns[table] = [Column(c.name, "NUMERIC") if (table, c.name) in lossy else c for c in columns]
         self.lake_columns = self.lake.columns_by_table(self.lake.lake, self.lake.schema)
         return self.lake
+
+    def check_lake_ownership(self) -> None:
+        """Refuse (TakeoverRequired) unless this state provably owns our commits in the lake; adopt an empty lake."""
+        assert self.lake is not None, "open the lake first"
+        self._owner = label_owner(check_lake(self.state, self.lake))
+
+    def label_owner(self) -> LabelOwner:
+        """Whose lake commits this run labels and may undo (read once per run)."""
+        if self._owner is None:
+            self._owner = label_owner(self.state.identity())
+        return self._owner
 
     def _new_lake_session(self) -> LakeSession:
         return LakeSession(self.settings, queries_at_once=self.settings.flush.concurrency)

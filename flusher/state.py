@@ -16,6 +16,33 @@ OPEN_STATUSES = ("pending", "committed", "failed")
 
 
 @dataclass(frozen=True)
+class StateIdentity:
+    """The state_identity row: which state this is and whether it has adopted the lake (see flusher_state.sql)."""
+
+    state_id: str
+    created_at: datetime
+    adopted_at: datetime | None
+    adopted_how: str | None
+    known_snapshot: int | None
+    legacy_labels_upto: int | None
+
+    @property
+    def adopted(self) -> bool | None:
+        """True: adopted; False: a takeover started and did not finish; None: not decided yet (a new state)."""
+        if self.adopted_at is not None:
+            return True
+        return False if self.adopted_how is not None else None
+
+    def describe(self) -> str:
+        """One line for `status`."""
+        if self.adopted is True:
+            return f"state {self.state_id}: adopted ({self.adopted_how}) at {self.adopted_at:%Y-%m-%d %H:%M:%S %Z}"
+        if self.adopted is False:
+            return f"state {self.state_id}: takeover required ({self.adopted_how} started, not finished)"
+        return f"state {self.state_id}: not adopted yet (the first flush adopts an empty lake; takeover required if not)"
+
+
+@dataclass(frozen=True)
 class StateSummary:
     flush_count: int
     failed_count: int
@@ -31,7 +58,9 @@ class StateStore:
 
     def __init__(self, pool: ConnectionPool, schema: str) -> None:
         self.pool = pool
+        self.schema_name = schema
         self.schema = sql.Identifier(schema)
+        self._state_id: str | None = None
 
     def _q(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(schema=self.schema)
@@ -48,6 +77,69 @@ class StateStore:
             # Two flushers starting on a fresh database would otherwise race on CREATE ... IF NOT EXISTS.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('postgres-ducklake-flusher:ddl', 0))")
             conn.execute(self._q(ddl))
+            # A state from before state ids (runs, no identity row) adopted the lake long ago: say so, and keep its
+            # labels without a state id undoable, but only for the batches it had allocated by now.
+            conn.execute(self._q(
+                "INSERT INTO {schema}.state_identity (adopted_at, adopted_how, known_snapshot, legacy_labels_upto) "
+                "SELECT now(), 'upgrade', (SELECT coalesce(max(lake_snapshot_id), 0) FROM {schema}.table_batches), "
+                "max(batch_id) FROM {schema}.runs HAVING count(*) > 0 ON CONFLICT (id) DO NOTHING"
+            ))
+            conn.execute(self._q("INSERT INTO {schema}.state_identity DEFAULT VALUES ON CONFLICT (id) DO NOTHING"))
+
+    def identity(self) -> StateIdentity:
+        """The state_identity row (ensure() creates it)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(self._q(
+                "SELECT state_id::text, created_at, adopted_at, adopted_how, known_snapshot, legacy_labels_upto "
+                "FROM {schema}.state_identity"
+            )).fetchone()
+        if row is None:
+            raise RuntimeError("the flusher state has no state_identity row; run `postgres-ducklake-flusher init`")
+        return StateIdentity(*row)
+
+    def state_id(self) -> str:
+        """This state's id, carried in every lake commit label (it never changes, so it is read once)."""
+        if self._state_id is None:
+            self._state_id = self.identity().state_id
+        return self._state_id
+
+    def adopted(self) -> bool | None:
+        """True: adopted; False: a takeover started and did not finish; None: not decided yet (a new state)."""
+        return self.identity().adopted
+
+    def begin_adoption(self, how: str) -> None:
+        """A takeover starts: flushes refuse (adopted() is False) until mark_adopted() ends it."""
+        self._execute("UPDATE {schema}.state_identity SET adopted_at = NULL, adopted_how = %s", (how,))
+
+    def mark_adopted(self, how: str, lake_snapshot: int | None = None) -> None:
+        """This state owns the lake from now on ('empty lake', 'takeover', ...).
+
+        Lake commits up to `lake_snapshot` (the lake's latest snapshot when the adoption looked at it) are accounted
+        for and never checked again; without it, those committed up to now are (by the catalog's snapshot time).
+        """
+        self._execute(
+            "UPDATE {schema}.state_identity SET adopted_at = now(), adopted_how = %s, known_snapshot = %s",
+            (how, lake_snapshot),
+        )
+
+    def advance_known_snapshot(self, snapshot_id: int) -> None:
+        """Every commit up to `snapshot_id` has been checked and is this state's or from before its adoption."""
+        self._execute(
+            "UPDATE {schema}.state_identity SET known_snapshot = %s "
+            "WHERE known_snapshot IS NULL OR known_snapshot < %s",
+            (snapshot_id, snapshot_id),
+        )
+
+    def known_batches(self, pairs: list[tuple[int, str]]) -> set[tuple[int, str]]:
+        """The (batch, table) pairs of `pairs` that this state has a table_batches row for."""
+        if not pairs:
+            return set()
+        rows = self._execute(
+            "SELECT b.batch_id, b.table_name FROM {schema}.table_batches b "
+            "JOIN unnest(%s::bigint[], %s::text[]) AS p(batch_id, table_name) USING (batch_id, table_name)",
+            ([p[0] for p in pairs], [p[1] for p in pairs]),
+        )
+        return {(r[0], r[1]) for r in rows}
 
     _RECONCILE = (
         "UPDATE {schema}.table_batches b SET status = 'confirmed', rows_deleted = c.rows_deleted, "
@@ -150,22 +242,6 @@ class StateStore:
             "  WHERE b.batch_id = r.batch_id AND b.status = 'confirmed'), 0) "
             "WHERE batch_id = %s",
             (status, watermark, message, vacuumed, batch),
-        )
-
-    def state_id(self) -> str:
-        """This state's identity, created with the state schema (a new or recreated schema has a new one)."""
-        return str(self._execute("SELECT state_id FROM {schema}.state_identity WHERE id")[0][0])
-
-    def adopted(self) -> bool | None:
-        """True once this state took responsibility for the lake's existing data; None if it has no identity row."""
-        rows = self._execute("SELECT adopted_at IS NOT NULL FROM {schema}.state_identity WHERE id")
-        return bool(rows[0][0]) if rows else None
-
-    def mark_adopted(self, how: str) -> None:
-        """Record that this state adopted the lake's existing data, and how (e.g. 'takeover'); the first one stays."""
-        self._execute(
-            "UPDATE {schema}.state_identity SET adopted_at = now(), adopted_how = %s WHERE id AND adopted_at IS NULL",
-            (how,),
         )
 
     def vacuum_due(self, every_n: int) -> bool:

@@ -14,6 +14,7 @@ def render_status(settings: Settings) -> str:
         state = StateStore(pool, settings.flush.state_schema)
         state.ensure()
         summary = state.summary()
+        identity = state.identity()
     with connect(settings.postgres) as conn:
         hot = hot_row_counts(conn, settings.postgres.schema_name, names)
     lines = [
@@ -29,4 +30,5 @@ def render_status(settings: Settings) -> str:
         if t.get("last_error") and status != "confirmed":
             status += f" ({t['last_error'][:80]})"
         lines.append(f"{name:34} {in_hot:>10} {t.get('rows_flushed', 0):>12} {str(t.get('last_batch') or '-'):>10}  {status}")
+    lines.append(identity.describe())  # last, so the table keeps its place for whoever reads it
     return "\n".join(lines)

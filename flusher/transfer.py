@@ -93,26 +93,42 @@ class CopyResult:
         return self.rows + self.already_in_lake
 
 
-def label(spec: TableSpec, mark: Mark) -> tuple[str, str]:
-    """The commit message and extra info that identify this table's commit for this batch."""
-    info = {"table": spec.name, "batch": mark.batch_id, "watermark": mark.watermark}
+@dataclass(frozen=True)
+class LabelOwner:
+    """Whose commits a flush may undo: those labelled with `state_id` (and, for a state from before state ids,
+    those labelled without one whose batch is at most `legacy_labels_upto`)."""
+
+    state_id: str
+    legacy_labels_upto: int | None = None
+
+
+def label(spec: TableSpec, mark: Mark, state_id: str) -> tuple[str, str]:
+    """The commit message and extra info that identify this table's commit for this batch of this state."""
+    info = {"state": state_id, "table": spec.name, "batch": mark.batch_id, "watermark": mark.watermark}
     return f"flush {spec.name} batch {mark.batch_id} up to ledger {mark.watermark}", json.dumps(info)
 
 
-def labelled_snapshots(session: LakeSession, cur: duckdb.DuckDBPyConnection, table: str, batches: list[int]) -> list[int]:
-    """Lake snapshots this flusher committed for `table` in any of `batches`.
+def labelled_snapshots(
+    session: LakeSession, cur: duckdb.DuckDBPyConnection, table: str, batches: list[int], owner: LabelOwner
+) -> list[int]:
+    """Lake snapshots this state committed for `table` in any of `batches`.
 
-    Reads the catalog's ducklake_snapshot_changes directly: the author filter reaches the catalog database, and it
-    costs a fraction of `snapshots()`, which assembles every snapshot's change list first.
+    Matches author, state id, table and batch: a batch id alone is not this state's (another or an older state
+    allocated the same ids). Reads the catalog's ducklake_snapshot_changes directly: the author filter reaches the
+    catalog database, and it costs a fraction of `snapshots()`, which assembles every snapshot's change list first.
     """
     if not batches:
         return []
+    legacy = owner.legacy_labels_upto if owner.legacy_labels_upto is not None else -1  # -1: no batch is legacy
     rows = cur.execute(
         f"SELECT snapshot_id FROM {session.metadata('ducklake_snapshot_changes')} "
         "WHERE author = ? AND json_extract_string(commit_extra_info, '$.table') = ? "
         "AND TRY_CAST(json_extract_string(commit_extra_info, '$.batch') AS BIGINT) IN (SELECT unnest(?::BIGINT[])) "
+        "AND (json_extract_string(commit_extra_info, '$.state') = ? "
+        "  OR (json_extract_string(commit_extra_info, '$.state') IS NULL "
+        "      AND TRY_CAST(json_extract_string(commit_extra_info, '$.batch') AS BIGINT) <= ?)) "
         "ORDER BY snapshot_id",
-        [COMMIT_AUTHOR, table, batches],
+        [COMMIT_AUTHOR, table, batches, owner.state_id, legacy],
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -129,14 +145,21 @@ def committed_snapshot(session: LakeSession, info: str) -> int | None:
 
 
 def copy_table(
-    session: LakeSession, spec: TableSpec, mark: Mark, hot: list[Column], lake: list[Column], undo: list[int],
+    session: LakeSession,
+    spec: TableSpec,
+    mark: Mark,
+    hot: list[Column],
+    lake: list[Column],
+    undo: list[int],
+    owner: LabelOwner,
     reconcile: Reconcile | None = None,
 ) -> CopyResult:
     """One lake transaction: undo unconfirmed earlier commits of this table, insert rows <= watermark, label, commit.
 
     `undo` lists batches whose labelled commits (if they exist) must go: their rows are still in PostgreSQL and
-    are read again here, so the lake ends up with each row once. With `reconcile` (a takeover), only the rows the
-    lake lacks are inserted; the others are counted in `already_in_lake`, read in the same transaction.
+    are read again here, so the lake ends up with each row once. Only `owner`'s commits are matched. With
+    `reconcile` (a takeover), only the rows the lake lacks are inserted; the others are counted in
+    `already_in_lake`, read in the same transaction.
     """
     plan = plan_columns(spec.name, hot, lake)
     target = session.table(spec.name)
@@ -148,7 +171,7 @@ def copy_table(
         cur.execute(f"CALL postgres_execute({quote_literal(HOT)}, {quote_literal('SET TRANSACTION SNAPSHOT ' + snapshot)})")
         for column in plan.add_to_lake:
             cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column.name)} {column.type}")
-        undone = labelled_snapshots(session, cur, spec.name, undo)
+        undone = labelled_snapshots(session, cur, spec.name, undo, owner)
         if undone:
             cur.execute(f"DELETE FROM {target} WHERE snapshot_id IN (SELECT unnest(?::BIGINT[]))", [undone])
         if reconcile is None:
@@ -163,7 +186,7 @@ def copy_table(
         if rows == 0 and not undone and not plan.add_to_lake:
             cur.execute("ROLLBACK")
             return CopyResult(0, None, [], [], present)
-        message, info = label(spec, mark)
+        message, info = label(spec, mark, owner.state_id)
         cur.execute(
             f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)", [COMMIT_AUTHOR, message, info]
         )

@@ -52,16 +52,25 @@ CREATE TABLE IF NOT EXISTS {schema}.confirmed_batches (
     PRIMARY KEY (batch_id, table_name)
 );
 
--- The state's identity, created with the schema: which lake history this state knows. adopted_at says when (and
--- adopted_how how) it took responsibility for a lake that already held data, e.g. one the Go service filled.
+-- Which state this is (one row). Every lake commit's label carries state_id, and a flush undoes only commits
+-- labelled with its own state_id and a batch it has a table_batches row for: a state schema that is new, recreated
+-- or restored never touches commits it cannot prove are its own unconfirmed ones.
+--   adopted_at/adopted_how  NULL/NULL: not decided yet (a brand-new state; the first flush adopts an empty lake or
+--                           refuses); NULL/how: a takeover started and did not finish (flushes refuse);
+--                           set/how: adopted ('empty lake', 'upgrade', 'takeover').
+--   known_snapshot          the highest lake snapshot whose commits this state has accounted for; each flush checks
+--                           only commits after it. NULL after an adoption that gave none: commits after adopted_at.
+--   legacy_labels_upto      set on 'upgrade' (a state from before state ids): labels without a state id of batches
+--                           up to this one are this state's own. NULL: no such label is ever this state's.
 CREATE TABLE IF NOT EXISTS {schema}.state_identity (
-    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
-    state_id    uuid NOT NULL DEFAULT gen_random_uuid(),
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    adopted_at  timestamptz,
-    adopted_how text
+    id                  BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
+    state_id            UUID NOT NULL DEFAULT gen_random_uuid(),
+    created_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    adopted_at          TIMESTAMPTZ,
+    adopted_how         TEXT,
+    known_snapshot      BIGINT,
+    legacy_labels_upto  BIGINT
 );
-INSERT INTO {schema}.state_identity DEFAULT VALUES ON CONFLICT (id) DO NOTHING;
 
 -- Takeover batches delete more rows than they copy (rows already in the lake are counted, not copied): the
 -- delete must match rows_expected (copied + already present) instead of rows_flushed. NULL for plain batches.

@@ -89,7 +89,8 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool =
             with res.pool.connection() as conn:
                 reconcile = reconcile_for(res.lake, conn, spec, [c.name for c in res.hot_columns[spec.name]])
         result = copy_table(
-            res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo, reconcile
+            res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo, res.label_owner(),
+            reconcile,
         )
     except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
         message = redact(str(exc), res.settings.postgres.password.get_secret_value())

@@ -34,7 +34,9 @@ def test_status_shows_hot_rows_flushed_rows_and_the_last_batch(hot):
     hot.load(5, 2)
     result = hot.run_cli("status")
     assert result.returncode == 0, result.stderr
-    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:] if line.strip()}
+    table_lines, state_line = result.stdout.splitlines()[2:-1], result.stdout.splitlines()[-1]
+    lines = {line.split()[0]: line.split() for line in table_lines if line.strip()}
+    assert state_line.startswith("state ") and "adopted (empty lake)" in state_line, state_line
     assert set(lines) == set(ENABLED)
     assert lines["ledgers_row_v2"][1:5] == ["2", "4", "1", "confirmed"]
     assert "flushes: 1 completed, 0 failed" in result.stdout

@@ -175,3 +175,23 @@ def test_tables_flush_largest_first_and_unknown_sizes_last_in_their_order():
 
     sized = SimpleNamespace(hot_bytes={"a": 10, "b": 300, "c": 20})
     assert RunResources.largest_first(sized, ["a", "missing", "b", "c", "other"]) == ["b", "c", "a", "missing", "other"]
+
+
+def test_a_label_is_this_states_only_with_its_id_or_as_an_upgraded_states_old_label():
+    from datetime import datetime, timezone
+
+    from flusher.adoption import _may_be_ours, parse_label
+    from flusher.state import StateIdentity
+
+    now = datetime.now(timezone.utc)
+    new = StateIdentity("s-1", now, now, "empty lake", 5, None)
+    upgraded = StateIdentity("s-1", now, now, "upgrade", 5, 7)
+    assert _may_be_ours(new, parse_label(6, '{"state": "s-1", "table": "t", "batch": 3, "watermark": 9}'))
+    assert not _may_be_ours(new, parse_label(6, '{"state": "s-2", "table": "t", "batch": 3}'))
+    assert not _may_be_ours(new, parse_label(6, '{"table": "t", "batch": 3}')), "an old label is no new state's"
+    assert _may_be_ours(upgraded, parse_label(6, '{"table": "t", "batch": 7}'))
+    assert not _may_be_ours(upgraded, parse_label(6, '{"table": "t", "batch": 8}')), "allocated after the upgrade"
+    for broken in (None, "", "not json", "[1]", '{"state": "s-1", "table": "t", "batch": "3"}', '{"state": "s-1"}'):
+        assert not _may_be_ours(upgraded, parse_label(6, broken)), broken
+    assert StateIdentity("s-1", now, None, None, None, None).adopted is None
+    assert StateIdentity("s-1", now, None, "takeover", None, None).adopted is False

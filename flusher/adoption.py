@@ -1,0 +1,178 @@
+"""Does this state own the lake? Checked at every flush, under the flusher lock, before anything changes the lake.
+
+A flush undoes earlier lake commits it believes are its own unconfirmed ones. That belief is only sound when the
+state schema has seen every commit of ours in the lake: a brand-new, recreated or restored state, or a second flusher
+with another state schema on the same lake, has not. So:
+
+- a state that has not adopted the lake yet adopts an empty one, and refuses a lake that already holds rows;
+- a takeover that started and did not finish refuses;
+- a commit by our author after the last one the state accounted for (`known_snapshot`) must carry this state's id
+  and a batch the state has a record of; anything else (another state id, a batch the state never allocated as
+  far as it knows) refuses.
+
+A refusal is a TakeoverRequired: nothing was flushed or deleted, and the message says what to run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from flusher.lake import COMMIT_AUTHOR, LakeSession
+from flusher.state import StateIdentity, StateStore
+from flusher.transfer import LabelOwner
+
+TAKEOVER_HINT = (
+    "Run `postgres-ducklake-flusher takeover --config FILE --dry-run` to see what a takeover would copy and delete, "
+    "then `postgres-ducklake-flusher takeover --config FILE`. Nothing was flushed or deleted."
+)
+_SHOWN = 10  # snapshots and batches named in a message, at most
+
+
+class TakeoverRequired(RuntimeError):
+    """The lake holds data or commits this state did not write; flushing could delete or duplicate them."""
+
+
+@dataclass(frozen=True)
+class LakeCommit:
+    """One lake commit by our author, as its label describes it."""
+
+    snapshot_id: int
+    state: str | None
+    table: str | None
+    batch: int | None
+
+
+def label_owner(identity: StateIdentity) -> LabelOwner:
+    """Whose commits a flush of this state may undo."""
+    return LabelOwner(identity.state_id, identity.legacy_labels_upto)
+
+
+def parse_label(snapshot_id: int, extra_info: str | None) -> LakeCommit:
+    """A commit's label; fields it lacks (or cannot be read) are None."""
+    try:
+        info = json.loads(extra_info) if extra_info else {}
+    except ValueError:
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    batch = info.get("batch")
+    return LakeCommit(
+        snapshot_id,
+        str(info["state"]) if info.get("state") is not None else None,
+        str(info["table"]) if info.get("table") is not None else None,
+        batch if isinstance(batch, int) and not isinstance(batch, bool) else None,
+    )
+
+
+def lake_head(session: LakeSession) -> int:
+    """The lake's latest snapshot id."""
+    with session.cursor() as cur:
+        row = cur.execute(f"SELECT max(snapshot_id) FROM {session.metadata('ducklake_snapshot')}").fetchone()
+    return row[0] if row and row[0] is not None else 0
+
+
+def tables_with_rows(session: LakeSession) -> list[str]:
+    """Tables of the Bronze schema that hold at least one row (read once, when a new state decides on adoption)."""
+    names = sorted(session.columns_by_table(session.lake, session.schema))
+    with session.cursor() as cur:
+        return [name for name in names if cur.execute(f"SELECT 1 FROM {session.table(name)} LIMIT 1").fetchone()]
+
+
+def commits_since(session: LakeSession, known_snapshot: int | None, adopted_at: datetime | None) -> list[LakeCommit]:
+    """Commits by our author after `known_snapshot` (or, when it is None, after `adopted_at`): one catalog query."""
+    changes = session.metadata("ducklake_snapshot_changes")
+    with session.cursor() as cur:
+        if known_snapshot is not None or adopted_at is None:
+            rows = cur.execute(
+                f"SELECT snapshot_id, commit_extra_info FROM {changes} WHERE snapshot_id > ? AND author = ? "
+                "ORDER BY snapshot_id",
+                [known_snapshot if known_snapshot is not None else -1, COMMIT_AUTHOR],
+            ).fetchall()
+        else:
+            rows = cur.execute(
+                f"SELECT c.snapshot_id, c.commit_extra_info FROM {changes} c "
+                f"JOIN {session.metadata('ducklake_snapshot')} s ON s.snapshot_id = c.snapshot_id "
+                "WHERE c.author = ? AND s.snapshot_time > ? ORDER BY c.snapshot_id",
+                [COMMIT_AUTHOR, adopted_at],
+            ).fetchall()
+    return [parse_label(snapshot_id, info) for snapshot_id, info in rows]
+
+
+def _may_be_ours(identity: StateIdentity, commit: LakeCommit) -> bool:
+    """The label names this state (or, for an upgraded state, is an old label without a state id of its batches)."""
+    if commit.batch is None or commit.table is None:
+        return False
+    if commit.state is not None:
+        return commit.state == identity.state_id
+    return identity.legacy_labels_upto is not None and commit.batch <= identity.legacy_labels_upto
+
+
+def unknown_commits(state: StateStore, identity: StateIdentity, commits: list[LakeCommit]) -> list[LakeCommit]:
+    """The commits this state cannot prove are its own: another state's, or of batches it has no record of."""
+    candidates = [c for c in commits if _may_be_ours(identity, c)]
+    known = state.known_batches(sorted({(c.batch, c.table) for c in candidates}))  # type: ignore[misc]
+    return [c for c in commits if not (_may_be_ours(identity, c) and (c.batch, c.table) in known)]
+
+
+def _listed(values: list, limit: int = _SHOWN) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def describe_unknown(identity: StateIdentity, commits: list[LakeCommit]) -> str:
+    """Which snapshots and batches, grouped by the state their labels name."""
+    groups: dict[str | None, list[LakeCommit]] = {}
+    for commit in commits:
+        groups.setdefault(commit.state, []).append(commit)
+    parts = []
+    for state, group in groups.items():
+        batches = sorted({c.batch for c in group if c.batch is not None})
+        snapshots = [c.snapshot_id for c in group]
+        if state == identity.state_id:
+            whose = f"labelled with this state's id {state}, of which it has no record"
+        elif state is None:
+            whose = "labelled without a state id (a flusher version before state ids), not this state's"
+        else:
+            whose = f"labelled with another state id {state}"
+        parts.append(f"batches {_listed(batches)} {whose} (lake snapshots {_listed(snapshots)})")
+    return "; ".join(parts)
+
+
+def check_lake(state: StateStore, session: LakeSession) -> StateIdentity:
+    """Raise TakeoverRequired unless this state provably owns every commit of ours in the lake; adopt an empty lake.
+
+    Call under the flusher lock, after the lake is attached and before any flush task. Returns the identity.
+    """
+    identity = state.identity()
+    if identity.adopted is None:
+        head = lake_head(session)  # before looking at the rows: a commit after it is checked below
+        holding = tables_with_rows(session)
+        if holding:
+            raise TakeoverRequired(
+                f"the lake {session.lake}.{session.schema} already holds data this state (id {identity.state_id}, "
+                f"new) did not write: rows in {_listed(holding, 5)}. It is a lake written by the Go service, or by "
+                "this flusher with another, a recreated or a restored state schema (flush.state_schema); flushing "
+                f"now could delete or duplicate its rows. {TAKEOVER_HINT}"
+            )
+        state.mark_adopted("empty lake", head)
+        identity = state.identity()
+    if identity.adopted is False:
+        raise TakeoverRequired(
+            f"a takeover of the lake ({identity.adopted_how}) started for this state (id {identity.state_id}) and did "
+            f"not finish. {TAKEOVER_HINT}"
+        )
+    commits = commits_since(session, identity.known_snapshot, identity.adopted_at)
+    unknown = unknown_commits(state, identity, commits)
+    if unknown:
+        raise TakeoverRequired(
+            f"the lake has commits newer than this state (id {identity.state_id}, lake snapshots up to "
+            f"{identity.known_snapshot if identity.known_snapshot is not None else 'its adoption'}) knows that it "
+            f"did not write: {describe_unknown(identity, unknown)}. The state schema {state.schema_name} was "
+            "restored from an older backup, or another flusher with another state schema writes this lake; "
+            f"flushing now could delete rows those commits hold. {TAKEOVER_HINT}"
+        )
+    if commits:
+        state.advance_known_snapshot(max(c.snapshot_id for c in commits))
+    return identity
