@@ -6,7 +6,7 @@ import concurrent.futures
 import contextvars
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from prefect import Task, flow, get_run_logger
 from prefect.context import SettingsContext, get_settings_context
@@ -17,17 +17,22 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flusher.config import Settings
-from flusher.hot import Mark
-from flusher.registry import TableSpec, selected_tables
+from flusher.hot import Mark, ledger_columns
+from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables, unselected_tables
 from flusher.resources import RunResources
 from flusher.settings_source import resolve_settings
+from flusher.stuck import StuckRows, find_stuck_rows
 from tasks.delete import DeleteOutcome, delete_flushed
 from tasks.flush import FlushOutcome, flush_table
+from tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
 from tasks.report import ProgressTracker, RunReport, publish_report
 from tasks.vacuum import vacuum_tables
 from tasks.watermark import FlushLocked, mark_watermark
 
 Key = TypeVar("Key")
+# The flow's `tables` parameter accepts only known names: its schema enumerates them, so the Prefect API refuses a
+# deployment run with a typo before any flow run exists (deployments enforce their parameter schema).
+KnownTable = Literal[known_table_names()]  # type: ignore[valid-type]
 
 
 def run_bounded(
@@ -110,6 +115,55 @@ def _flush_all(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[st
     return {name: _outcome(futures[name]) for name in by_name}
 
 
+def _present_in_hot(res: RunResources, specs: list[TableSpec], default: bool) -> list[TableSpec]:
+    """The tables to flush: in the default selection, known tables missing from the hot buffer are skipped."""
+    if not default:
+        return specs  # a table someone named fails when missing, as it should
+    with res.pool.connection() as conn:
+        present = ledger_columns(conn, res.settings.postgres.schema_name, {s.name: s.ledger_column for s in specs})
+    missing = [s.name for s in specs if s.name not in present]
+    if missing:
+        get_run_logger().info("Not in the hot buffer, so not flushed: %s (name them in flush.tables to make a "
+                              "missing table an error)", ", ".join(missing))
+    return [s for s in specs if s.name in present]
+
+
+def _stuck_rows(res: RunResources, specs: list[TableSpec]) -> StuckRows:
+    """Rows that no run will move as things stand (NULL ledgers, waiting for ledgers, unflushed known tables)."""
+    settings = res.settings
+    unselected = unselected_tables(settings.flush)
+    with res.pool.connection() as conn:
+        stuck = find_stuck_rows(conn, settings.postgres.schema_name, specs, unselected, res.state.last_watermark())
+    for reason in stuck.reasons():
+        get_run_logger().warning("Stuck rows: %s", reason)
+    return stuck
+
+
+def _maintain_after_flush(res: RunResources, report: RunReport) -> bool:
+    """maintenance.enabled: every Nth completed flush, maintain the lake now, under this run's flush lock.
+
+    As in the Go service, a maintenance failure does not fail the flush; the count is not reset, so the next
+    completed flush tries again.
+    """
+    settings = res.settings
+    if not settings.maintenance.enabled or not res.state.maintenance_due(settings.maintenance.every_n_flushes):
+        return False
+    logger = get_run_logger()
+    try:
+        maintained = run_maintenance(res.lake, res.state, settings.maintenance, dry_run=False)
+    except MaintenanceRefused as exc:
+        report.maintenance = f"skipped: {exc}"
+    except Exception as exc:  # noqa: BLE001 - the flush itself succeeded; report and retry next time
+        report.maintenance = f"failed (the next completed flush retries): {type(exc).__name__}: {exc}"
+    else:
+        res.state.mark_maintained(report.mark.batch_id)
+        publish_maintenance(maintained)
+        report.maintenance = maintained.headline()
+        return True
+    logger.warning("Maintenance after flush %s", report.maintenance)
+    return False
+
+
 def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, int]:
     counts = {s.name: res.control.count_at_or_below(s.name, s.ledger_column, mark.watermark) for s in specs}
     get_run_logger().info("Dry run at watermark %s would flush %s rows: %s", mark.watermark, sum(counts.values()), counts)
@@ -125,7 +179,7 @@ def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str,
 )
 def bronze_flush(
     config_path: str | None = None,
-    tables: list[str] | None = None,
+    tables: list[KnownTable] | None = None,
     dry_run: bool = False,
     max_ledgers_per_run: int | None = None,
     postgres_block: str | None = None,
@@ -139,13 +193,15 @@ def bronze_flush(
     with RunResources.open(settings) as res:
         if not dry_run:
             res.start_attaching_lake()
+        specs = _present_in_hot(res, specs, is_default_selection(settings.flush, tables))
         try:
             mark = mark_watermark(res, cap, flow_run.get_id())
         except FlushLocked as exc:
             get_run_logger().warning("Skipped: %s", exc)
             return Completed(name="Skipped", message=f"skipped: {exc}")
         if mark is None:
-            return Completed(message="nothing to flush: the hot buffer is empty")
+            stuck = _stuck_rows(res, specs)
+            return Completed(message="; ".join(["nothing to flush: the hot buffer is empty", *stuck.reasons()]))
         if dry_run:
             counts = _dry_run(res, specs, mark)
             res.state.finish_run(mark.batch_id, "dry-run", mark.watermark, f"dry run: {sum(counts.values())} rows", False)
@@ -161,12 +217,15 @@ def bronze_flush(
         deletes = _delete_subflow(res, mark, committed) if committed else {}
         res.control.release()
         report = RunReport.build(mark, specs, flushes, deletes)
+        report.stuck = _stuck_rows(res, specs)
         vacuumed = False
         if not report.failed_tables and settings.vacuum.enabled and res.state.vacuum_due(settings.vacuum.every_n_flushes):
             report.vacuum_seconds = vacuum_tables(res, [s.name for s in specs])
             vacuumed = True
-        report.seconds = time.perf_counter() - started
         status = "failed" if report.failed_tables else "completed"
+        if not report.failed_tables:
+            _maintain_after_flush(res, report)
+        report.seconds = time.perf_counter() - started
         res.state.finish_run(mark.batch_id, status, mark.watermark, report.headline(), vacuumed)
         publish_report(report)
     if report.failed_tables:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +18,7 @@ from prefect.events import emit_event
 
 from flusher.hot import Mark
 from flusher.registry import TableSpec
+from flusher.stuck import StuckRows
 from tasks.delete import DeleteOutcome
 from tasks.flush import FlushOutcome
 
@@ -40,6 +41,8 @@ class RunReport:
     lines: list[TableLine]
     vacuum_seconds: float | None = None
     seconds: float = 0.0
+    stuck: StuckRows = field(default_factory=StuckRows)  # rows no run will move as things stand
+    maintenance: str | None = None  # maintenance.enabled: what the in-flush maintenance did, when it was due
 
     @classmethod
     def build(
@@ -86,6 +89,8 @@ class RunReport:
         )
         if self.failed_tables:
             text += "; FAILED: " + "; ".join(f"{line.table}: {line.error}" for line in self.failed_tables)
+        if self.stuck:
+            text += "; STUCK ROWS: " + "; ".join(self.stuck.reasons())
         return text
 
     def rows(self) -> list[dict[str, Any]]:
@@ -99,9 +104,14 @@ class RunReport:
                 "delete_seconds": round(line.delete_seconds, 3),
                 "lake_snapshot_id": line.lake_snapshot_id,
                 "error": line.error or "",
+                "stuck_rows": self._stuck_note(line.table),
             }
             for line in self.lines
         ]
+
+    def _stuck_note(self, table: str) -> str:
+        kinds = {"NULL ledger": self.stuck.null_ledger, "waiting for ledgers": self.stuck.waiting_for_ledgers}
+        return ", ".join(f"{rows[table]} {kind}" for kind, rows in kinds.items() if table in rows)
 
     def markdown(self) -> str:
         vacuum = "not due" if self.vacuum_seconds is None else f"ran in {self.vacuum_seconds:.2f}s"
@@ -114,7 +124,10 @@ class RunReport:
             f"- VACUUM ANALYZE: {vacuum}",
             f"- duration: {self.seconds:.2f}s",
         ]
+        if self.maintenance is not None:
+            lines.append(f"- maintenance (every maintenance.every_n_flushes): {self.maintenance}")
         lines += [f"- **{line.table} failed**: {line.error}" for line in self.failed_tables]
+        lines += [f"- **stuck rows**: {reason}" for reason in self.stuck.reasons()]
         return "\n".join(lines)
 
 
