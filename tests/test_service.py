@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from flusher.deployment_spec import effective_interval, entrypoint_flow, load_deployment
-from tests.helpers import ROOT, flush, write_config
+from tests.helpers import ENABLED, ROOT, flush, write_config
 from tests.prefect_server import free_port
 from tests.webhook import WebhookReceiver
 
@@ -268,7 +268,8 @@ def _probe(settings):
 
 
 def test_health_turns_unhealthy_on_repeated_failures_lag_and_unreachable_servers(hot):
-    hot.config = write_config(hot, service={"max_lag_ledgers": 20})
+    # flush.tables names the tables, so a missing one fails (by default it would be skipped).
+    hot.config = write_config(hot, service={"max_lag_ledgers": 20}, flush={"tables": ENABLED})
     probe, pool = _probe(hot.settings())
     try:
         hot.load(1, 30)
@@ -304,6 +305,7 @@ def test_alerts_fire_for_a_failed_run_a_failed_table_and_a_stale_flusher(hot):
         again = hot.run_cli("alerts", "--webhook-url", receiver.url, "--interval-seconds", "5")
         assert again.stdout.count("updated automation") == 3, "installing twice updates by name"
 
+        hot.config = write_config(hot, flush={"tables": ENABLED})  # named, a missing table fails (default: skipped)
         hot.execute("DROP TABLE offers_snapshot_v1")
         hot.load(1, 3, tables=["ledgers_row_v2"])
         assert flush(hot).is_failed()
