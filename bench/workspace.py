@@ -45,7 +45,8 @@ def _write_config(root: Path, admin_uri: str, data_path: Path, max_ledgers: int)
         "ducklake": {"catalog_path": catalog, "data_path": str(data_path)},
         # Every variant vacuums after its delete, so the flusher does too (its default is every 10th run).
         "vacuum": {"enabled": True, "every_n_flushes": 1},
-        "flush": {"max_ledgers_per_run": max_ledgers},
+        # The same 19 tables every variant moves (the flusher's default, every known table, adds 2 empty ones).
+        "flush": {"max_ledgers_per_run": max_ledgers, "tables": list(enabled_tables())},
     }
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -6,7 +6,7 @@ import concurrent.futures
 import contextvars
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from prefect import Task, flow, get_run_logger
 from prefect.context import SettingsContext, get_settings_context
@@ -22,18 +22,23 @@ from flusher import cold_checkpoint
 from flusher.adoption import TakeoverRequired, lake_head
 from flusher.config import Settings
 from flusher.downstream import DownstreamBlocked
-from flusher.hot import Mark, connect
-from flusher.registry import TableSpec, selected_tables
+from flusher.hot import Mark, connect, ledger_columns
+from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables, unselected_tables
 from flusher.resources import RunResources
 from flusher.settings_source import resolve_settings
+from flusher.stuck import StuckRows, find_stuck_rows
 from flusher.takeover import go_checkpoint, plan_takeover, render_plan, takeover_floor
 from tasks.delete import DeleteOutcome, delete_flushed
 from tasks.flush import FlushOutcome, flush_table
+from tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
 from tasks.report import ProgressTracker, RunReport, emit_run_skipped, publish_report
 from tasks.vacuum import vacuum_tables
 from tasks.watermark import FlushLocked, mark_watermark
 
 Key = TypeVar("Key")
+# The flow's `tables` parameter accepts only known names: its schema enumerates them, so the Prefect API refuses a
+# deployment run with a typo before any flow run exists (deployments enforce their parameter schema).
+KnownTable = Literal[known_table_names()]  # type: ignore[valid-type]
 
 
 def run_bounded(
@@ -126,13 +131,12 @@ def _flush_all(
     return {name: _outcome(futures[name]) for name in by_name}
 
 
-def _advance_cold_checkpoint(res: RunResources) -> str | None:
+def _advance_cold_checkpoint(res: RunResources, tables: list[str]) -> str | None:
     """Raise cold_flusher_checkpoint (the query API's hot/cold split) to what every configured table has confirmed.
 
     Runs after the delete subflow, in its own short transaction; returns an error message if it could not.
     """
     logger = get_run_logger()
-    tables = [t.name for t in selected_tables(res.settings.flush)]
     try:
         with res.pool.connection() as conn:
             floor, value = cold_checkpoint.advance(
@@ -161,6 +165,55 @@ def _takeover_incomplete(mark: Mark, floor: int | None, tables: list[str] | None
     return None
 
 
+def _present_in_hot(res: RunResources, specs: list[TableSpec], default: bool) -> list[TableSpec]:
+    """The tables to flush: in the default selection, known tables missing from the hot buffer are skipped."""
+    if not default:
+        return specs  # a table someone named fails when missing, as it should
+    with res.pool.connection() as conn:
+        present = ledger_columns(conn, res.settings.postgres.schema_name, {s.name: s.ledger_column for s in specs})
+    missing = [s.name for s in specs if s.name not in present]
+    if missing:
+        get_run_logger().info("Not in the hot buffer, so not flushed: %s (name them in flush.tables to make a "
+                              "missing table an error)", ", ".join(missing))
+    return [s for s in specs if s.name in present]
+
+
+def _stuck_rows(res: RunResources, specs: list[TableSpec]) -> StuckRows:
+    """Rows that no run will move as things stand (NULL ledgers, waiting for ledgers, unflushed known tables)."""
+    settings = res.settings
+    unselected = unselected_tables(settings.flush)
+    with res.pool.connection() as conn:
+        stuck = find_stuck_rows(conn, settings.postgres.schema_name, specs, unselected, res.state.last_watermark())
+    for reason in stuck.reasons():
+        get_run_logger().warning("Stuck rows: %s", reason)
+    return stuck
+
+
+def _maintain_after_flush(res: RunResources, report: RunReport) -> bool:
+    """maintenance.enabled: every Nth completed flush, maintain the lake now, under this run's flush lock.
+
+    As in the Go service, a maintenance failure does not fail the flush; the count is not reset, so the next
+    completed flush tries again.
+    """
+    settings = res.settings
+    if not settings.maintenance.enabled or not res.state.maintenance_due(settings.maintenance.every_n_flushes):
+        return False
+    logger = get_run_logger()
+    try:
+        maintained = run_maintenance(res.lake, res.state, settings.maintenance, dry_run=False)
+    except MaintenanceRefused as exc:
+        report.maintenance = f"skipped: {exc}"
+    except Exception as exc:  # noqa: BLE001 - the flush itself succeeded; report and retry next time
+        report.maintenance = f"failed (the next completed flush retries): {type(exc).__name__}: {exc}"
+    else:
+        res.state.mark_maintained(report.mark.batch_id)
+        publish_maintenance(maintained)
+        report.maintenance = maintained.headline()
+        return True
+    logger.warning("Maintenance after flush %s", report.maintenance)
+    return False
+
+
 def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, int]:
     counts = {s.name: res.control.count_at_or_below(s.name, s.ledger_column, mark.watermark) for s in specs}
     get_run_logger().info("Dry run at watermark %s would flush %s rows: %s", mark.watermark, sum(counts.values()), counts)
@@ -176,7 +229,7 @@ def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str,
 )
 def bronze_flush(
     config_path: str | None = None,
-    tables: list[str] | None = None,
+    tables: list[KnownTable] | None = None,
     dry_run: bool = False,
     max_ledgers_per_run: int | None = None,
     postgres_block: str | None = None,
@@ -207,6 +260,10 @@ def bronze_flush(
     with RunResources.open(settings) as res:
         if not dry_run:
             res.start_attaching_lake()
+        # The tables this deployment flushes (the query API's split waits for all of them); a run may name fewer.
+        configured = _present_in_hot(res, selected_tables(settings.flush), is_default_selection(settings.flush))
+        if not tables:
+            specs = configured
         try:
             mark = mark_watermark(res, cap, flow_run.get_id(), floor)
         except FlushLocked as exc:
@@ -220,7 +277,8 @@ def bronze_flush(
             if takeover and tables is None:
                 res.state.mark_adopted("takeover")
                 return Completed(message="takeover: the hot buffer is empty, nothing to reconcile; lake adopted")
-            return Completed(message="nothing to flush: the hot buffer is empty")
+            stuck = _stuck_rows(res, specs)
+            return Completed(message="; ".join(["nothing to flush: the hot buffer is empty", *stuck.reasons()]))
         if dry_run:
             counts = _dry_run(res, specs, mark)
             res.state.finish_run(mark.batch_id, "dry-run", mark.watermark, f"dry run: {sum(counts.values())} rows", False)
@@ -244,7 +302,7 @@ def bronze_flush(
         }
         deletes = _delete_subflow(res, mark, committed) if committed else {}
         res.control.release()
-        checkpoint_error = _advance_cold_checkpoint(res)
+        checkpoint_error = _advance_cold_checkpoint(res, [s.name for s in configured])
         report = RunReport.build(mark, specs, flushes, deletes)
         report.checkpoint_error = checkpoint_error
         # Adopted once every configured table is confirmed up to every ledger the Go service may have written (a
@@ -254,12 +312,15 @@ def bronze_flush(
         if adopted:
             res.state.mark_adopted("takeover", lake_head(res.lake))  # normal flushes may run from now on
             get_run_logger().info("Takeover complete at watermark %s: the lake is adopted", mark.watermark)
+        report.stuck = _stuck_rows(res, specs)
         vacuumed = False
         if not report.failed_tables and settings.vacuum.enabled and res.state.vacuum_due(settings.vacuum.every_n_flushes):
             report.vacuum_seconds = vacuum_tables(res, [s.name for s in specs])
             vacuumed = True
-        report.seconds = time.perf_counter() - started
         status = "failed" if report.failed_tables or checkpoint_error else "completed"
+        if not report.failed_tables:
+            _maintain_after_flush(res, report)
+        report.seconds = time.perf_counter() - started
         res.state.finish_run(mark.batch_id, status, mark.watermark, report.headline(), vacuumed)
         publish_report(report)
     if report.failed_tables or checkpoint_error:

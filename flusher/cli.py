@@ -34,10 +34,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_flush(args: argparse.Namespace) -> int:
     """Run one flush now as a Prefect flow run."""
-    _settings(args)  # config errors are reported before Prefect starts
+    from flusher.registry import selected_tables
+
+    settings = _settings(args)  # config errors are reported before Prefect starts
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
+    selected_tables(settings.flush, tables)  # a typo in --tables: exit 2 with the known names, and no flow run
     from flows.bronze_flush import bronze_flush
 
-    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
     state = bronze_flush(
         config_path=args.config,
         tables=tables,
@@ -84,25 +87,40 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the flusher's state tables and the lake schema and tables (never drops anything)."""
-    from flusher.hot import make_pool
+    from flusher.hot import ledger_columns, make_pool
     from flusher.lake import LakeSession
-    from flusher.registry import selected_tables
+    from flusher.registry import is_default_selection, selected_tables, unselected_tables
     from flusher.state import StateStore
+    from flusher.stuck import find_stuck_rows
 
     from flusher import cold_checkpoint
 
     settings = _settings(args)
+    specs = selected_tables(settings.flush)
+    unselected = unselected_tables(settings.flush)
+    schema = settings.postgres.schema_name
     with make_pool(settings.postgres) as pool:
         state = StateStore(pool, settings.flush.state_schema)
         state.ensure()
         identity = state.identity()
         with pool.connection() as conn, conn.transaction():  # the query API's hot/cold split, as the Go service kept it
             cold_checkpoint.ensure(conn, settings.postgres.schema_name)
-    names = [t.name for t in selected_tables(settings.flush)]
+        with pool.connection() as conn:
+            present = ledger_columns(conn, schema, {s.name: s.ledger_column for s in specs})
+            stuck = find_stuck_rows(conn, schema, specs, unselected, state.last_watermark())
+    missing = [s.name for s in specs if s.name not in present]
+    if is_default_selection(settings.flush) and missing:  # flushed once they appear; no lake table needed before
+        print(f"not in the hot buffer {schema}, so not flushed: {', '.join(missing)}")
+        specs = [s for s in specs if s.name in present]
+    names = [t.name for t in specs]
     with LakeSession(settings, attach_hot=False) as lake:
         created = lake.ensure_tables(names)
     print(f"state schema {settings.flush.state_schema} ready; lake {settings.ducklake.catalog_name}."
           f"{settings.ducklake.schema_name}: {len(created)} tables created, {len(names) - len(created)} already there")
+    if unselected:
+        print(f"flush.tables leaves out known tables: {', '.join(t.name for t in unselected)}")
+    for reason in stuck.reasons():
+        print(f"WARNING: {reason}")
     print(identity.describe())
     return 0
 
@@ -174,7 +192,7 @@ def parser() -> argparse.ArgumentParser:
         return p
 
     flush = command("flush", cmd_flush, "run one flush now (exit 0 on success)")
-    flush.add_argument("--tables", metavar="T1,T2", help="flush only these tables")
+    flush.add_argument("--tables", metavar="T1,T2", help="flush only these (known) tables")
     flush.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
     flush.add_argument("--max-ledgers", type=int, metavar="N", help="flush at most N ledgers (catch-up in chunks)")
     takeover = command("takeover", cmd_takeover, "first flush after the Go flusher: copy only what the lake lacks")

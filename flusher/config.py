@@ -213,11 +213,21 @@ class FlushSettings(_Section):
     max_ledgers_per_run: int = Field(0, ge=0, description="Cap per run for catch-up; 0 means no cap.")
     lock_wait_seconds: float = Field(0, ge=0, description="Wait this long for a running flush, then skip.")
     state_schema: Identifier = "flusher_state"
-    tables: list[str] | None = Field(None, description="Tables to flush; default: every table enabled in the registry.")
-    extra_tables: list[str] = Field(default_factory=list, description="Registry tables off by default to add.")
+    tables: list[str] | None = Field(
+        None, description="Tables to flush; default: every registry table that exists in the hot buffer. With a list, "
+                          "a known table left out that has rows is reported by status, /health and /metrics.",
+    )
+    extra_tables: list[str] = Field(
+        default_factory=list, description="Added to an explicit `tables` list; redundant with the default (all known)."
+    )
 
 
 class MaintenanceSettings(_Section):
+    enabled: bool = Field(
+        False, description="The Go service's meaning: run maintenance right after every Nth completed flush, in the "
+                           "same flow run, under the flush lock (the bronze-maintenance deployment runs regardless).",
+    )
+    every_n_flushes: int = Field(6, ge=1, description="With enabled: maintain after every Nth completed flush (Go: 6).")
     snapshot_retention_days: float = Field(7, gt=0, description="Snapshots younger than this are never expired.")
     file_cleanup_age_hours: float = Field(
         24, ge=0, description="Files freed by expired snapshots are deleted once scheduled this long ago."

@@ -25,11 +25,14 @@ from psycopg_pool import ConnectionPool
 
 from flusher.config import Settings
 from flusher.downstream import ConsumerReading, read_all
-from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE, selected_tables
+from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE, selected_tables, unselected_tables
 from flusher.state import StateStore, StateSummary
+from flusher.stuck import StuckRows, find_stuck_rows
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_SECONDS = 3  # a probe must answer quickly even when a consumer's host drops packets
+# Stuck rows are counted up to this many per table and kind on each request, so a scrape stays cheap.
+STUCK_ROWS_CAP = 100_000
 DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]
 
 
@@ -48,6 +51,7 @@ class Snapshot:
     delete_durations: dict[str, tuple[list[int], float, int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     consumers: list[ConsumerReading] = field(default_factory=list)
+    stuck: StuckRows = field(default_factory=StuckRows)
 
     def consumer_lag(self, reading: ConsumerReading) -> int | None:
         """Hot ledgers past a consumer's checkpoint; for an unusable one, the flusher's own lag (its runs skip)."""
@@ -79,7 +83,9 @@ class HealthProbe:
         self.settings = settings
         self.pool = pool
         self.state = StateStore(pool, settings.flush.state_schema)
-        self.tables = [t.name for t in selected_tables(settings.flush)]
+        self.specs = selected_tables(settings.flush)
+        self.tables = [t.name for t in self.specs]
+        self.unselected = unselected_tables(settings.flush)  # known tables an explicit flush.tables leaves out
         self.next_flush = next_flush
         self.started = time.monotonic()
         self._state_ready = False
@@ -117,6 +123,8 @@ class HealthProbe:
                 "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)",
                 (schema, self.tables),
             ).fetchall())
+            last = snap.summary.last_watermark if snap.summary else None
+            snap.stuck = find_stuck_rows(conn, schema, self.specs, self.unselected, last, cap=STUCK_ROWS_CAP)
 
     def _catalog_problem(self) -> str | None:
         try:
@@ -130,7 +138,7 @@ class HealthProbe:
         """(HTTP status, body): 200 healthy, 503 with reasons when flushes fail, lag grows or a server is down."""
         snap = self.snapshot()
         service = self.settings.service
-        reasons = list(snap.problems)
+        reasons = list(snap.problems) + snap.stuck.reasons()
         limit = service.unhealthy_after_failures
         if len(snap.recent) >= limit and all(s != "completed" for s in snap.recent):
             reasons.append(f"the last {limit} flushes failed")
@@ -226,6 +234,15 @@ class StateCollector(Collector):
         yield _labelled("flusher_table_failures_total", "Table flushes that ended failed, by table", "counter", snap.failures)
         yield _labelled("flusher_hot_rows", "Live rows in the hot buffer, by table (PostgreSQL estimate)", "gauge",
                         snap.hot_rows)
+        yield _labelled("flusher_unflushed_table_rows", "Rows in known tables that flush.tables leaves out (counted "
+                        f"up to {STUCK_ROWS_CAP})", "gauge", snap.stuck.unflushed)
+        stuck = GaugeMetricFamily("flusher_stuck_rows", "Rows no flush moves as things stand, by table and reason "
+                                  f"(null_ledger, waiting_for_ledgers, unflushed_table; counted up to {STUCK_ROWS_CAP})",
+                                  labels=["table", "reason"])
+        for reason, rows in snap.stuck.by_kind().items():
+            for table, count in sorted(rows.items()):
+                stuck.add_metric([table, reason], count)
+        yield stuck
         yield _labelled("flusher_vacuum_runs_total", "VACUUM ANALYZE passes run", "counter", {"": snap.vacuums})
         if snap.consumers:
             yield _by_consumer("flusher_downstream_checkpoint", "Downstream consumer's checkpoint ledger (0: unknown)",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from flusher.config import SESSION_SETTINGS_PG14, PostgresSettings
@@ -117,6 +118,14 @@ class ControlSession:
                 f"the watermark table {self.pg.schema_name}.{WATERMARK_TABLE} does not exist in {self.pg.describe()}; "
                 "create the hot-buffer schema (schema/hot_buffer.sql) or fix postgres.database/schema"
             ) from None
+        if any(value is not None and not isinstance(value, int) for value in (low, high)):
+            self.conn.execute("ROLLBACK")
+            raise HotBufferError(
+                f"the watermark column {self.pg.schema_name}.{WATERMARK_TABLE}.{WATERMARK_COLUMN} is not an integer "
+                f"(it gave {type(high).__name__} values), so MAX() would compare as text and pick a wrong ledger; "
+                f"change it to BIGINT (ALTER TABLE ... ALTER COLUMN {WATERMARK_COLUMN} TYPE bigint USING "
+                f"{WATERMARK_COLUMN}::bigint). Nothing was flushed or deleted."
+            )
         self.snapshot = snapshot
         return snapshot, low, high
 
@@ -217,3 +226,41 @@ def unconstrained_numeric_columns(conn: psycopg.Connection, schema: str, tables:
         (schema, tables),
     ).fetchall()
     return {(t, c) for t, c in rows}
+
+
+@dataclass(frozen=True)
+class LedgerColumn:
+    """A hot table as the catalog describes it: its ledger column's type and nullability (None: no such column)."""
+
+    table: str
+    column: str
+    type: str | None
+    not_null: bool
+
+    @property
+    def is_integer(self) -> bool:
+        return self.type in ("smallint", "integer", "bigint")
+
+
+def ledger_columns(conn: psycopg.Connection, schema: str, columns: dict[str, str]) -> dict[str, LedgerColumn]:
+    """table -> its ledger column, for each table of `columns` (table -> column name) that exists; one catalog query."""
+    rows = conn.execute(
+        "SELECT c.relname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = (%s::jsonb ->> c.relname) "
+        "  AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')",
+        (Jsonb(columns), schema, list(columns)),
+    ).fetchall()
+    return {t: LedgerColumn(t, columns[t], kind, bool(not_null)) for t, kind, not_null in rows}
+
+
+def bounded_count(conn: psycopg.Connection, schema: str, table: str, where: sql.Composable | None = None,
+                  params: tuple = (), cap: int | None = None) -> int:
+    """count(*) of a table's rows (matching `where`), stopping at `cap` rows when given, so a scrape stays cheap."""
+    source = sql.SQL("SELECT 1 FROM {t}").format(t=sql.Identifier(schema, table))
+    if where is not None:
+        source = sql.SQL("{} WHERE {}").format(source, where)
+    if cap is not None:
+        source = sql.SQL("{} LIMIT {}").format(source, sql.Literal(cap))
+    return conn.execute(sql.SQL("SELECT count(*) FROM ({}) s").format(source), params).fetchone()[0]

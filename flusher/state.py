@@ -244,13 +244,27 @@ class StateStore:
             (status, watermark, message, vacuumed, batch),
         )
 
-    def vacuum_due(self, every_n: int) -> bool:
-        """True when this is the Nth completed run since the last VACUUM (counted in PostgreSQL, so restarts keep it)."""
+    def _due(self, flag: str, every_n: int) -> bool:
+        """True when this run is the Nth completed one since the last run with `flag` set (counted in PostgreSQL)."""
         (since,) = self._execute(
-            "SELECT count(*) FROM {schema}.runs WHERE status = 'completed' AND batch_id > "
-            "coalesce((SELECT max(batch_id) FROM {schema}.runs WHERE vacuumed), 0)"
+            sql.SQL(
+                "SELECT count(*) FROM {schema}.runs WHERE status = 'completed' AND batch_id > "
+                "coalesce((SELECT max(batch_id) FROM {schema}.runs WHERE {flag}), 0)"
+            ).format(schema=self.schema, flag=sql.Identifier(flag))
         )[0]
         return since + 1 >= every_n
+
+    def vacuum_due(self, every_n: int) -> bool:
+        """True when this is the Nth completed run since the last VACUUM (counted in PostgreSQL, so restarts keep it)."""
+        return self._due("vacuumed", every_n)
+
+    def maintenance_due(self, every_n: int) -> bool:
+        """True when this is the Nth completed run since the last in-flush maintenance (the Go service's cadence)."""
+        return self._due("maintained", every_n)
+
+    def mark_maintained(self, batch: int) -> None:
+        """This run's maintenance finished; the count towards the next one starts after it."""
+        self._execute("UPDATE {schema}.runs SET maintained = true WHERE batch_id = %s", (batch,))
 
     def recent_statuses(self, limit: int) -> list[str]:
         """Statuses of the last `limit` runs that flushed or tried to (newest first)."""

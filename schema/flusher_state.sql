@@ -15,6 +15,8 @@ CREATE TABLE IF NOT EXISTS {schema}.runs (
     vacuumed      BOOLEAN NOT NULL DEFAULT false,
     message       TEXT
 );
+-- maintenance.enabled: lake maintenance ran right after this run's flush (every maintenance.every_n_flushes).
+ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS maintained BOOLEAN NOT NULL DEFAULT false;
 
 -- One row per table per run. Life cycle:
 --   pending   written before the lake transaction; a lake commit labelled (table, batch) may or may not exist

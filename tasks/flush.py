@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
 from flusher.hot import Mark
@@ -20,6 +22,15 @@ from flusher.transfer import SchemaMismatch, copy_table
 
 class TableFlushError(RuntimeError):
     """One table could not be flushed; its rows stay in PostgreSQL."""
+
+
+class PermanentTableError(TableFlushError):
+    """A table error that retrying cannot fix (missing table or column, a non-integer ledger column, a type the lake
+    refuses): the task fails at its first attempt instead of waiting out its retries."""
+
+
+# DuckDB's names for the PostgreSQL integer types (and the unsigned ones a foreign source could show).
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 
 
 @dataclass(frozen=True)
@@ -42,15 +53,30 @@ def _check_hot_table(res: RunResources, spec: TableSpec) -> None:
     columns = res.hot_columns.get(spec.name)
     pg = res.settings.postgres
     if columns is None:
-        raise TableFlushError(
+        raise PermanentTableError(
             f"table {pg.schema_name}.{spec.name} does not exist in PostgreSQL {pg.describe()}; "
             "create it (schema/hot_buffer.sql) or remove it from flush.tables"
         )
-    if spec.ledger_column not in {c.name for c in columns}:
-        raise TableFlushError(
+    types = {c.name: c.type for c in columns}
+    if spec.ledger_column not in types:
+        raise PermanentTableError(
             f"table {pg.schema_name}.{spec.name} has no ledger column {spec.ledger_column!r}; "
             "fix the table or its ledger_column in schema/tables.yaml"
         )
+    if types[spec.ledger_column] not in _INTEGER_TYPES:
+        column = f"{pg.schema_name}.{spec.name}.{spec.ledger_column}"
+        raise PermanentTableError(
+            f"refused: ledger column {column} has type {types[spec.ledger_column]}, not an integer type, so "
+            f"'{spec.ledger_column} <= watermark' would compare as text ('10' < '9') and move the wrong rows. "
+            f"Change it to BIGINT (ALTER TABLE {pg.schema_name}.{spec.name} ALTER COLUMN {spec.ledger_column} "
+            f"TYPE bigint USING {spec.ledger_column}::bigint); its rows stay in PostgreSQL until then"
+        )
+
+
+def retry_unless_permanent(task: Any, task_run: Any, state: State) -> bool:
+    """Prefect's retry_condition_fn: retry transient failures, not those retrying cannot fix."""
+    exception = state.result(raise_on_failure=False)
+    return not isinstance(exception, PermanentTableError)
 
 
 def _explain_invalid_utf8(res: RunResources, spec: TableSpec, mark: Mark, message: str) -> str:
@@ -69,6 +95,7 @@ def _explain_invalid_utf8(res: RunResources, spec: TableSpec, mark: Mark, messag
     task_run_name="flush-{spec.name}",
     cache_policy=NO_CACHE,
     persist_result=False,
+    retry_condition_fn=retry_unless_permanent,
 )
 def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool = False) -> FlushOutcome:
     """Undo this table's unconfirmed lake commits and copy rows <= watermark in one labelled lake commit.
@@ -99,7 +126,8 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool =
         if not isinstance(exc, TableFlushError):
             message = f"flushing {spec.name} (ledgers <= {mark.watermark}) failed: {message}"
         res.state.record_failed(mark.batch_id, spec.name, message)
-        raise TableFlushError(message) from None
+        permanent = isinstance(exc, (PermanentTableError, SchemaMismatch))
+        raise (PermanentTableError if permanent else TableFlushError)(message) from None
     seconds = time.perf_counter() - started
     expected = result.rows_expected if takeover else None
     res.state.record_committed(mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo, expected)

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flusher import maintenance as sql
+from flusher.config import MaintenanceSettings
 from flusher.lake import LakeSession
 from flusher.state import StateStore
 
@@ -123,6 +124,38 @@ def cleanup_files(lake: LakeSession, cutoffs: sql.Cutoffs, dry_run: bool) -> Ste
     orphans = sql.delete_orphans(lake, cutoffs.orphan_files, dry_run)
     verb = "would delete" if dry_run else "deleted"
     return _done("clean up files", started, f"{verb} {len(freed)} freed and {len(orphans)} orphaned files", freed + orphans)
+
+
+class MaintenanceRefused(RuntimeError):
+    """Maintenance did not start: a lake commit still awaits its PostgreSQL delete."""
+
+
+def run_maintenance(lake: LakeSession, state: StateStore, m: MaintenanceSettings, dry_run: bool) -> MaintenanceReport:
+    """Every maintenance step in order; the caller holds the flusher lock. Raises MaintenanceRefused when blocked."""
+    started = time.perf_counter()
+    tables = sql.lake_tables(lake)
+    blockers = find_unconfirmed(lake, state, tables)
+    if blockers:
+        # The next flush undoes these commits by snapshot id; merging or expiring them first could lose that.
+        detail = "; ".join(f"{t} (lake snapshots {s})" for t, s in sorted(blockers.items()))
+        raise MaintenanceRefused(
+            f"refused: {len(blockers)} table(s) have lake commits whose PostgreSQL delete was never confirmed: "
+            f"{detail}. Run a flush (it undoes and re-copies them), then maintenance again."
+        )
+    cutoffs = sql.Cutoffs.from_settings(m.snapshot_retention_days, m.file_cleanup_age_hours, m.orphan_file_age_hours)
+    before, awaiting = measure_files(lake, tables)
+    report = MaintenanceReport(dry_run, cutoffs, before, awaiting_deletion=(awaiting, awaiting))
+    report.steps["flush inlined data"] = flush_inlined_data(lake, dry_run)
+    report.steps["merge small files"] = merge_small_files(lake, tables, m.max_compacted_files, dry_run)
+    report.steps["expire snapshots"] = expire_old_snapshots(lake, cutoffs, dry_run)
+    report.steps["clean up files"] = cleanup_files(lake, cutoffs, dry_run)
+    if not dry_run:
+        report.after, awaiting_after = measure_files(lake, tables)
+        report.awaiting_deletion = (awaiting, awaiting_after)
+    else:
+        report.after = before
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def publish_maintenance(report: MaintenanceReport) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +18,7 @@ from prefect.events import emit_event
 
 from flusher.hot import Mark
 from flusher.registry import TableSpec
+from flusher.stuck import StuckRows
 from tasks.delete import DeleteOutcome
 from tasks.flush import FlushOutcome
 
@@ -41,6 +42,8 @@ class RunReport:
     vacuum_seconds: float | None = None
     seconds: float = 0.0
     checkpoint_error: str | None = None  # cold_flusher_checkpoint could not be advanced
+    stuck: StuckRows = field(default_factory=StuckRows)  # rows no run will move as things stand
+    maintenance: str | None = None  # maintenance.enabled: what the in-flush maintenance did, when it was due
 
     @classmethod
     def build(
@@ -90,6 +93,8 @@ class RunReport:
             text += "; FAILED: " + "; ".join(f"{line.table}: {line.error}" for line in self.failed_tables)
         if self.checkpoint_error:
             text += f"; FAILED: {self.checkpoint_error}"
+        if self.stuck:
+            text += "; STUCK ROWS: " + "; ".join(self.stuck.reasons())
         return text
 
     def rows(self) -> list[dict[str, Any]]:
@@ -103,9 +108,14 @@ class RunReport:
                 "delete_seconds": round(line.delete_seconds, 3),
                 "lake_snapshot_id": line.lake_snapshot_id,
                 "error": line.error or "",
+                "stuck_rows": self._stuck_note(line.table),
             }
             for line in self.lines
         ]
+
+    def _stuck_note(self, table: str) -> str:
+        kinds = {"NULL ledger": self.stuck.null_ledger, "waiting for ledgers": self.stuck.waiting_for_ledgers}
+        return ", ".join(f"{rows[table]} {kind}" for kind, rows in kinds.items() if table in rows)
 
     def markdown(self) -> str:
         vacuum = "not due" if self.vacuum_seconds is None else f"ran in {self.vacuum_seconds:.2f}s"
@@ -118,7 +128,10 @@ class RunReport:
             f"- VACUUM ANALYZE: {vacuum}",
             f"- duration: {self.seconds:.2f}s",
         ]
+        if self.maintenance is not None:
+            lines.append(f"- maintenance (every maintenance.every_n_flushes): {self.maintenance}")
         lines += [f"- **{line.table} failed**: {line.error}" for line in self.failed_tables]
+        lines += [f"- **stuck rows**: {reason}" for reason in self.stuck.reasons()]
         return "\n".join(lines)
 
 

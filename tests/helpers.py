@@ -198,3 +198,14 @@ def flush(env: HotEnv, **params: Any):
     from flows.bronze_flush import bronze_flush
 
     return bronze_flush(config_path=str(env.config), return_state=True, **params)
+
+
+def task_attempts(state, table: str) -> int:
+    """How many times the flow run's flush task for `table` ran (Prefect's run_count: 1 + retries taken)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    return next(run.run_count for run in runs if run.name == f"flush-{table}")

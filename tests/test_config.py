@@ -36,7 +36,7 @@ def test_the_example_config_is_valid_and_keeps_the_go_services_defaults():
     assert settings.vacuum.enabled and settings.vacuum.every_n_flushes == 10
     assert settings.postgres.sslmode == "disable"
     assert settings.ducklake.metadata_schema == "bronze_meta"
-    assert len(selected_tables(settings.flush)) == 19
+    assert len(selected_tables(settings.flush)) == 21, "every known table, like the Go service's 21"
 
 
 def test_flush_concurrency_defaults_to_one_table_per_core_within_2_to_4(monkeypatch):
@@ -117,13 +117,77 @@ def test_unreadable_and_invalid_files(tmp_path):
 
 def test_unknown_tables_and_subsets_are_explained():
     settings = settings_from_mapping(_with("flush", tables=["ledgers_row_v2", "ledgers_row_v9"]), "t", {})
-    with pytest.raises(ConfigError, match="ledgers_row_v9.*not in the registry"):
+    with pytest.raises(ConfigError, match="ledgers_row_v9.*not in the registry.*known tables: ledgers_row_v2, "):
         selected_tables(settings.flush)
-    settings = settings_from_mapping(GOOD, "t", {})
+    settings = settings_from_mapping(_with("flush", tables=["ledgers_row_v2"]), "t", {})
     with pytest.raises(ConfigError, match="not among the configured tables"):
         selected_tables(settings.flush, ["token_transfers_stream_v1"])
-    later = settings_from_mapping(_with("flush", extra_tables=["token_transfers_stream_v1"]), "t", {})
-    assert selected_tables(later.flush)[-1].name == "token_transfers_stream_v1"
+    with pytest.raises(ConfigError, match="trades_row_v9.*known tables"):
+        selected_tables(settings_from_mapping(GOOD, "t", {}).flush, ["trades_row_v9"])
+    later = settings_from_mapping(_with("flush", tables=["ledgers_row_v2"], extra_tables=["token_transfers_stream_v1"]),
+                                  "t", {})
+    assert [t.name for t in selected_tables(later.flush)] == ["ledgers_row_v2", "token_transfers_stream_v1"]
+
+
+def test_by_default_every_known_table_is_flushed_and_a_list_reports_what_it_leaves_out():
+    from flusher.registry import is_default_selection, registry, unselected_tables
+
+    default = settings_from_mapping(GOOD, "t", {}).flush
+    names = [t.name for t in selected_tables(default)]
+    assert names == list(registry()) and {"contract_creations_v1", "token_transfers_stream_v1"} <= set(names)
+    assert is_default_selection(default) and unselected_tables(default) == []
+    assert not is_default_selection(default, ["ledgers_row_v2"]), "a table a run names must exist"
+    listed = settings_from_mapping(_with("flush", tables=["ledgers_row_v2", "trades_row_v1"]), "t", {}).flush
+    assert not is_default_selection(listed)
+    assert len(unselected_tables(listed)) == 19 and "contract_creations_v1" in {t.name for t in unselected_tables(listed)}
+
+
+# The Go service's config at HEAD (obsrvr-lake/postgres-ducklake-flusher, config.yaml): its sections, keys and values.
+GO_CONFIG = """\
+service:
+  name: postgres-ducklake-flusher
+  health_port: 8089
+  flush_interval_minutes: 10
+
+postgres:
+  host: localhost
+  port: 5434
+  database: stellar_hot
+  user: stellar
+  password: stellar_dev_password
+  sslmode: disable
+
+ducklake:
+  catalog_path: "postgresql://user:pass@host:5432/catalog_db"
+  data_path: "s3://bucket-name/path/"
+  catalog_name: testnet_catalog
+  schema_name: bronze
+  metadata_schema: bronze_meta
+  aws_access_key_id: "key"
+  aws_secret_access_key: "secret"
+  aws_region: us-west-004
+  aws_endpoint: s3.us-west-004.backblazeb2.com
+
+vacuum:
+  enabled: true
+  every_n_flushes: 10
+
+maintenance:
+  enabled: true
+  every_n_flushes: 6
+  max_compacted_files: 200
+"""
+
+
+def test_the_go_services_config_validates_with_its_maintenance_section(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(GO_CONFIG)
+    settings = load_settings(path, environ={})
+    m = settings.maintenance
+    assert (m.enabled, m.every_n_flushes, m.max_compacted_files) == (True, 6, 200)
+    assert settings.vacuum.every_n_flushes == 10 and settings.ducklake.catalog_name == "testnet_catalog"
+    assert settings_from_mapping(GOOD, "t", {}).maintenance.enabled is False, "off unless asked, as in Go"
+    assert "maintenance.every_n_flushes" in _error(_with("maintenance", every_n_flushes=0))
 
 
 def test_cli_reports_config_errors_in_one_line_with_exit_2(tmp_path, capsys):

@@ -12,7 +12,7 @@ import pytest
 
 from flusher.embedded import create_hot_schema
 from flusher.hot import lock_key
-from tests.helpers import ENABLED, ROOT, flush, write_config
+from tests.helpers import ENABLED, ROOT, flush, task_attempts, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -20,11 +20,15 @@ OTHERS = [t for t in ENABLED if t != "contract_code_snapshot_v1"]
 
 
 def test_a_missing_table_fails_alone_and_catches_up_after_the_fix(hot):
+    # Named in flush.tables, a missing table is an error (by default it would be skipped); with retries configured,
+    # it fails at its first attempt: retrying cannot create a table.
+    hot.config = write_config(hot, flush={"tables": ENABLED, "retries": 2, "retry_delay_seconds": 0})
     hot.execute("DROP TABLE contract_code_snapshot_v1")
     hot.load(1, 10, tables=OTHERS)
     state = flush(hot)
     assert state.is_failed()
     assert "contract_code_snapshot_v1" in state.message and "does not exist" in state.message
+    assert task_attempts(state, "contract_code_snapshot_v1") == 1, "no retries for an error retrying cannot fix"
     assert all(hot.hot_count_at_or_below(t, 10) == 0 for t in OTHERS), "the other 18 tables flush and delete"
     hot.assert_exactly_once(OTHERS)
 

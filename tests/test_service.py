@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from flusher.deployment_spec import effective_interval, entrypoint_flow, load_deployment
-from tests.helpers import ROOT, flush, write_config
+from tests.helpers import ENABLED, ROOT, flush, write_config
 from tests.prefect_server import free_port
 from tests.webhook import WebhookReceiver
 
@@ -41,6 +42,28 @@ def test_the_config_cannot_disagree_with_the_schedule(hot):
     hot.config = write_config(hot, service={"flush_interval_minutes": 15})
     with pytest.raises(ConfigError, match="the schedule lives in prefect.yaml"):
         effective_interval(spec, hot.settings())
+
+
+def test_a_deployment_run_with_an_unknown_table_is_refused_before_a_flow_run_exists(hot):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.deployments import run_deployment
+
+    from flusher.service import build_deployment
+
+    raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert all(d.get("enforce_parameter_schema", True) for d in raw["deployments"]), "the API must check parameters"
+    deployment = build_deployment(load_deployment(ROOT / "prefect.yaml"), hot.config)  # what `serve` registers
+    assert deployment.enforce_parameter_schema
+    deployment_id = deployment.apply()
+    try:
+        with pytest.raises(Exception, match="trades_row_v9"):
+            run_deployment("bronze-flush/bronze-flush", parameters={"tables": ["trades_row_v9"]}, timeout=0)
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        assert not [r for r in runs if "trades_row_v9" in str(r.parameters)], "no flow run, so no failure alert"
+    finally:
+        _forget_deployments()
 
 
 def _prefect(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -84,6 +107,9 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
                               cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
+        typo = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deployment", "run", "bronze-flush/bronze-flush",
+                               "--param", 'tables=["ledgers_row_v9"]'], cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert typo.returncode != 0 and "ledgers_row_v9" in typo.stdout + typo.stderr, "prefect deploy enforces it too"
         ran = _prefect("deployment", "run", "bronze-flush/bronze-flush", "--param", 'tables=["ledgers_row_v2"]')
         flow_run_id = next(line.split()[-1] for line in ran.stdout.splitlines() if "UUID" in line)
         run = _wait_for_run(flow_run_id)
@@ -242,7 +268,8 @@ def _probe(settings):
 
 
 def test_health_turns_unhealthy_on_repeated_failures_lag_and_unreachable_servers(hot):
-    hot.config = write_config(hot, service={"max_lag_ledgers": 20})
+    # flush.tables names the tables, so a missing one fails (by default it would be skipped).
+    hot.config = write_config(hot, service={"max_lag_ledgers": 20}, flush={"tables": ENABLED})
     probe, pool = _probe(hot.settings())
     try:
         hot.load(1, 30)
@@ -278,6 +305,7 @@ def test_alerts_fire_for_a_failed_run_a_failed_table_and_a_stale_flusher(hot):
         again = hot.run_cli("alerts", "--webhook-url", receiver.url, "--interval-seconds", "5")
         assert again.stdout.count("updated automation") == 4, "installing twice updates by name"
 
+        hot.config = write_config(hot, flush={"tables": ENABLED})  # named, a missing table fails (default: skipped)
         hot.execute("DROP TABLE offers_snapshot_v1")
         hot.load(1, 3, tables=["ledgers_row_v2"])
         assert flush(hot).is_failed()

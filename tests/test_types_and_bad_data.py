@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from flusher.lake import LakeSession
-from tests.helpers import ENABLED, flush
+from tests.helpers import ENABLED, flush, task_attempts
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -68,6 +68,7 @@ def test_types_the_lake_cannot_take_fail_only_their_table(hot):
     assert state.is_failed()
     assert "offers_snapshot_v1.location has type STRUCT" in state.message
     assert "accounts_snapshot_v1.exact_balance has type NUMERIC" in state.message and "lose digits" in state.message
+    assert task_attempts(state, "accounts_snapshot_v1") == 1, "a refused type is not retried (flush.retries is 1)"
     assert hot.hot_count_at_or_below("offers_snapshot_v1", 4) == 4
     assert hot.hot_count_at_or_below("accounts_snapshot_v1", 4) == 4 * 3
     others = [t for t in ENABLED if t not in ("offers_snapshot_v1", "accounts_snapshot_v1")]
