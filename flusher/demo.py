@@ -32,7 +32,7 @@ def _write_config(workdir: Path, params: dict[str, str]) -> Path:
 def _load_hot(uri: str, ledgers: int) -> dict[str, int]:
     from flusher.synthetic import load_synthetic
 
-    tables = {t.name: t.ledger_column for t in registry().values() if t.enabled}
+    tables = {t.name: t.ledger_column for t in registry().values()}
     with psycopg.connect(uri, autocommit=False) as conn:
         create_hot_schema(conn)
         first = (conn.execute("SELECT coalesce(max(sequence), 1000000) FROM ledgers_row_v2").fetchone()[0]) + 1
@@ -49,7 +49,7 @@ def _lake_counts(config_path: Path) -> dict[str, int]:
     with LakeSession(settings, attach_hot=False) as lake:
         cur = lake.cursor()
         return {name: cur.execute(f"SELECT count(*) FROM {lake.table(name)}").fetchone()[0]
-                for name, spec in registry().items() if spec.enabled}
+                for name in registry()}
 
 
 def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
@@ -70,7 +70,7 @@ def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
         hot_uri = psycopg.conninfo.make_conninfo(server.get_uri(), dbname="stellar_hot")
         started = time.perf_counter()
         loaded = _load_hot(hot_uri, ledgers)
-        print(f"loaded {sum(loaded.values())} synthetic rows ({ledgers} ledgers) into 19 hot tables "
+        print(f"loaded {sum(loaded.values())} synthetic rows ({ledgers} ledgers) into {len(loaded)} hot tables "
               f"in {time.perf_counter() - started:.1f}s")
         config = _write_config(root, params)
         from flows.bronze_flush import bronze_flush
