@@ -15,19 +15,14 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# An embedded PostgreSQL, synthetic data in all 19 tables, one real flush into a local DuckLake, and the result.
+# An embedded PostgreSQL, synthetic data in all 21 tables, one real flush into a local DuckLake, and the result.
 demo: install
 	$(BIN)/postgres-ducklake-flusher demo
 
 # The whole suite: real PostgreSQL (pgserver, or $$FLUSHER_TEST_PG_URI), DuckLake, Prefect and S3 (moto).
 # Two workers, each with its own PostgreSQL, Prefect server and S3 server (session fixtures are per process).
-# Then the time-zone-sensitive tests with the test process itself (and the PostgreSQL it starts) in a DST zone and a
-# half-hour zone: DuckDB takes the host zone once per process, so only a new process proves anything.
-TZ_TESTS := tests/test_timezones.py tests/test_types_and_bad_data.py tests/test_units.py
 test: install
 	$(BIN)/python -m pytest -q -n 2
-	TZ=America/New_York $(BIN)/python -m pytest -q -n 2 $(TZ_TESTS)
-	TZ=Asia/Kolkata $(BIN)/python -m pytest -q -n 2 $(TZ_TESTS)
 
 # Without the slow crash/concurrency tests.
 test-fast: install
