@@ -266,13 +266,13 @@ def bronze_flush(
             specs = configured
         try:
             mark = mark_watermark(res, cap, flow_run.get_id(), floor)
-        except FlushLocked as exc:
+        except FlushLocked as exc:  # the state's name says "Skipped"; the message says why
             get_run_logger().warning("Skipped: %s", exc)
-            return Completed(name="Skipped", message=f"skipped: {exc}")
+            return Completed(name="Skipped", message=str(exc))
         except DownstreamBlocked as exc:
             get_run_logger().warning("Skipped: %s", exc)
             emit_run_skipped(str(exc), [c.describe() for c in settings.downstream])
-            return Completed(name="Skipped", message=f"skipped: {exc}")
+            return Completed(name="Skipped", message=str(exc))
         if mark is None:
             if takeover and tables is None:
                 res.state.mark_adopted("takeover")
