@@ -580,9 +580,10 @@ def _apply_downstream_env(overlay: _EnvOverlay, single: dict[str, tuple[str, Fie
                           entries: dict[int, dict[str, tuple[str, FieldInfo, Any]]]) -> None:
     current = overlay.merged.get("downstream")
     if entries and (single or isinstance(current, dict)):
-        names = ", ".join(sorted(single)) or "the file's downstream mapping"
-        overlay.problems.append(f"FLUSHER_DOWNSTREAM_<i>_<KEY> (list entries) and {names} (one mapping) do not mix; "
-                                "use one form")
+        names = ", ".join(sorted(single) + sorted(name for found in entries.values() for name in found))
+        mapping = "" if single else " with the file's downstream mapping"
+        overlay.problems.append(f"{names}: list entries (FLUSHER_DOWNSTREAM_<i>_<KEY>) do not mix with one mapping "
+                                f"(FLUSHER_DOWNSTREAM_<KEY>){mapping}; use one form")
         return
     if single and isinstance(current, list):
         overlay.problems.append(f"{', '.join(sorted(single))}: downstream is a list in the file; use "
@@ -607,11 +608,16 @@ def _apply_downstream_env(overlay: _EnvOverlay, single: dict[str, tuple[str, Fie
 _SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_access_key", "dsn"}
 
 
+def _loc_part(part: Any) -> str:
+    """A key as the message shows it: plain names as they are, anything else quoted (an empty or multi-line key)."""
+    return str(part) if isinstance(part, int) or re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else repr(part)
+
+
 def _explain(exc: ValidationError, source: str, origins: Mapping[_Loc, str] | None = None) -> ConfigError:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
-        where = ".".join(str(p) for p in loc)
+        where = ".".join(_loc_part(p) for p in loc)
         variable = next((origins[loc[:n]] for n in (3, 2) if origins and loc[:n] in origins), None)
         if variable:
             where += f" (from {variable})"
