@@ -35,7 +35,7 @@ test-fast: install
 
 # The property test of config loading with 20000 examples per property (the normal suite runs 200).
 fuzz: install
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_config_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 0 tests/test_config_fuzz.py
 
 # Benchmark tools (dlt, matplotlib, pyinstrument) live in their own venv, never in the service's.
 BENCH_VENV  := bench/.venv

@@ -98,7 +98,11 @@ env_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist
 @st.composite
 def environments(draw: st.DrawFn) -> dict[str, str]:
     names = draw(st.lists(env_names, max_size=5, unique=True))
-    secretish = SECRET_ENV | {n for n in names if "PAS" in n or "CATALOG" in n or "DSN" in n or "KEY" in n}
+    # Secrets go to secret settings, and to unknown names (whose values are never shown; a misspelled
+    # FLUSHER_POSTGRES_PASWORD holds a password).
+    entry_secret = re.compile(r"^FLUSHER_DOWNSTREAM_\d+_(PASSWORD|DSN)$")
+    secretish = {n for n in names if n in SECRET_ENV or entry_secret.match(n)
+                 or (n not in ENV_NAMES and n not in OTHER_ENV and not re.match(r"^FLUSHER_DOWNSTREAM_\d+_", n))}
     return {n: draw(secret_values if n in secretish else st.one_of(env_text, st.sampled_from(
         ["null", "", "[ledgers_row_v2]", '["x"]', "5", "true", "[", "1e12"]))) for n in names}
 
