@@ -185,6 +185,22 @@ class ControlSession:
         self.conn.close()
 
 
+# DuckDB's names for the PostgreSQL integer types (and the unsigned ones a foreign source could show).
+DUCKDB_INTEGER_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+)
+
+
+def ledger_type_refusal(schema: str, table: str, column: str, type_name: str) -> str:
+    """Why a table whose ledger column is not an integer is not flushed (nor counted, nor taken over)."""
+    return (
+        f"refused: ledger column {schema}.{table}.{column} has type {type_name}, not an integer type, so "
+        f"'{column} <= watermark' would compare as text ('10' < '9') and move the wrong rows. "
+        f"Change it to BIGINT (ALTER TABLE {schema}.{table} ALTER COLUMN {column} "
+        f"TYPE bigint USING {column}::bigint); its rows stay in PostgreSQL until then"
+    )
+
+
 def choose_watermark(
     hot_min: int | None, hot_max: int | None, previous: int | None, max_ledgers: int, ceiling: int | None = None
 ) -> int | None:

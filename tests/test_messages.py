@@ -179,3 +179,22 @@ def test_serve_with_the_health_port_in_use_exits_2_naming_the_key(hot):
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"service.health_port: 127.0.0.1:{port} is already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_text_ledger_column_is_refused_by_name_in_dry_runs_and_takeover_plans_not_a_binder_error(hot):
+    """The flush refused it already (tests/test_tables_and_stuck_rows.py); the dry run crashed on `text <= smallint`
+    and the takeover plan showed DuckDB's raw Binder Error."""
+    for schema in ("public", "audit"):
+        hot.execute(f"ALTER TABLE {schema}.token_transfers_stream_v1 ALTER COLUMN ledger_sequence TYPE TEXT")
+    hot.load(1, 12)
+    hot.load(1, 12, tables=["token_transfers_stream_v1"])
+    assert hot.run_cli("init").returncode == 0  # the takeover plan reads a lake that exists
+    for args in (("flush", "--dry-run"), ("takeover", "--dry-run")):
+        result = hot.run_cli(*args)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert "Binder Error" not in output and "Traceback" not in output, output[-3000:]
+        assert "ledger column public.token_transfers_stream_v1.ledger_sequence has type" in output, output[-3000:]
+        assert "not an integer type" in output and "ALTER COLUMN ledger_sequence TYPE bigint" in output
+    assert hot.execute("SELECT count(*) FROM token_transfers_stream_v1")[0][0] > 0, "dry runs change nothing"
