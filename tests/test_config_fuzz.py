@@ -111,6 +111,8 @@ def _names_a_key(message: str) -> bool:
     """A ConfigError names what is wrong: a key or variable per line, or the file as a whole."""
     if "expected a mapping of sections" in message or "is not valid YAML" in message or "nested too deeply" in message:
         return True
+    if not message.startswith("invalid configuration in"):  # one line: "flush.tables: [...] not in the registry"
+        return re.match(r"^[a-z_]+\.[a-z_]+: ", message) is not None
     lines = message.splitlines()[1:]
     return bool(lines) and all(re.match(r"^  [^\s:][^\n]*?: ", line) for line in lines)
 
