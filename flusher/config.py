@@ -510,8 +510,8 @@ class _EnvOverlay:
     def __init__(self, raw: dict[Any, Any]) -> None:
         self.merged: dict[Any, Any] = {
             section: [dict(v) if isinstance(v, dict) else v for v in values] if isinstance(values, list)
-            else dict(values) if isinstance(values, dict) else values
-            for section, values in raw.items()
+            else dict(values) if isinstance(values, dict) else values if values is not None else {}
+            for section, values in raw.items()  # an empty section (`vacuum:` with its keys commented out): defaults
         }
         self.origins: dict[_Loc, str] = {}  # (section, key) or ("downstream", i, key) -> the variable
         self.problems: list[str] = []

@@ -42,6 +42,7 @@ def lock_key(state_schema: str) -> str:
     return f"postgres-ducklake-flusher:{state_schema}"
 
 
+APPLICATION_NAME = "postgres-ducklake-flusher"  # every flusher session's, until a run names itself
 _HOLDER_PREFIX = "flusher:"  # application_name is cut at 63 bytes: "flusher:maintenance:<uuid>" fits
 
 
@@ -72,6 +73,8 @@ class LockHolder:
             run = (self.application_name or "").removeprefix(f"{_HOLDER_PREFIX}{self.kind}:")
             what = "another flush is running" if self.kind == "flush" else f"{self.kind} is running"
             return f"{what} (flow run {run}, {where}) and holds the flusher lock"
+        if self.application_name == APPLICATION_NAME:  # a flusher from before runs named themselves
+            return f"another flusher process (a flush or maintenance; {where}) holds the flusher lock"
         app = f"application_name {self.application_name!r}" if self.application_name else "no application_name"
         return f"a session that is not a flusher run ({where}, {app}) holds the flusher lock"
 
