@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench bench-catchup lock clean
+.PHONY: install demo test test-fast fuzz bench bench-catchup lock clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: install
 # Without the slow crash/concurrency tests.
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The property test of config loading with 20000 examples per property (the normal suite runs 200).
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 0 tests/test_config_fuzz.py
 
 # Benchmark tools (dlt, matplotlib, pyinstrument) live in their own venv, never in the service's.
 BENCH_VENV  := bench/.venv

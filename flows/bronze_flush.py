@@ -22,7 +22,7 @@ from flusher import cold_checkpoint
 from flusher.adoption import TakeoverRequired, lake_head
 from flusher.config import Settings
 from flusher.downstream import DownstreamBlocked
-from flusher.hot import Mark, connect, ledger_columns
+from flusher.hot import Mark, connect, ledger_columns, ledger_type_refusal
 from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables, unselected_tables
 from flusher.resources import RunResources
 from flusher.settings_source import resolve_settings
@@ -214,10 +214,19 @@ def _maintain_after_flush(res: RunResources, report: RunReport) -> bool:
     return False
 
 
-def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> dict[str, int]:
-    counts = {s.name: res.control.count_at_or_below(s.name, s.ledger_column, mark.watermark) for s in specs}
+def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> tuple[dict[str, int], list[str]]:
+    """Rows each table would flush, and the refusals of tables a flush would refuse (a ledger column not an integer)."""
+    schema = res.settings.postgres.schema_name
+    with res.pool.connection() as conn:
+        columns = ledger_columns(conn, schema, {s.name: s.ledger_column for s in specs})
+    wrong = {s.name for s in specs if s.name in columns and columns[s.name].type and not columns[s.name].is_integer}
+    refused = [ledger_type_refusal(schema, s.name, s.ledger_column, columns[s.name].type) for s in specs if s.name in wrong]
+    countable = [s for s in specs if s.name not in wrong]
+    counts = {s.name: res.control.count_at_or_below(s.name, s.ledger_column, mark.watermark) for s in countable}
     get_run_logger().info("Dry run at watermark %s would flush %s rows: %s", mark.watermark, sum(counts.values()), counts)
-    return counts
+    for refusal in refused:
+        get_run_logger().warning("Dry run: %s", refusal)
+    return counts, refused
 
 
 @flow(
@@ -266,13 +275,13 @@ def bronze_flush(
             specs = configured
         try:
             mark = mark_watermark(res, cap, flow_run.get_id(), floor)
-        except FlushLocked as exc:
+        except FlushLocked as exc:  # the state's name says "Skipped"; the message says why
             get_run_logger().warning("Skipped: %s", exc)
-            return Completed(name="Skipped", message=f"skipped: {exc}")
+            return Completed(name="Skipped", message=str(exc))
         except DownstreamBlocked as exc:
             get_run_logger().warning("Skipped: %s", exc)
             emit_run_skipped(str(exc), [c.describe() for c in settings.downstream])
-            return Completed(name="Skipped", message=f"skipped: {exc}")
+            return Completed(name="Skipped", message=str(exc))
         if mark is None:
             if takeover and tables is None:
                 res.state.mark_adopted("takeover")
@@ -280,9 +289,10 @@ def bronze_flush(
             stuck = _stuck_rows(res, specs)
             return Completed(message="; ".join(["nothing to flush: the hot buffer is empty", *stuck.reasons()]))
         if dry_run:
-            counts = _dry_run(res, specs, mark)
+            counts, refused = _dry_run(res, specs, mark)
             res.state.finish_run(mark.batch_id, "dry-run", mark.watermark, f"dry run: {sum(counts.values())} rows", False)
-            return Completed(message=f"dry run at watermark {mark.watermark}: {sum(counts.values())} rows would flush")
+            return Completed(message="; ".join(
+                [f"dry run at watermark {mark.watermark}: {sum(counts.values())} rows would flush", *refused]))
         res.open_lake([s.name for s in specs])
         if takeover:  # flushes refuse until the takeover has finished (adopted() is False meanwhile)
             res.state.begin_adoption("takeover")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
+from flusher import failpoints
 from flusher.hot import lock_key
 from flusher.lake import LakeSession
 from flusher.resources import RunResources
@@ -31,10 +33,11 @@ def bronze_maintenance(
         key = lock_key(settings.flush.state_schema)
         # The flush's lock: a merge or expiry racing a flush's commit on the same table conflicts or loses files.
         if not res.control.try_lock(key, settings.flush.lock_wait_seconds):
-            holder = res.control.lock_holder(key)
-            message = f"skipped: a flush is running (PostgreSQL backend pid {holder} holds the flusher lock)"
-            logger.warning(message)
-            return Completed(name="Skipped", message=message)
+            message = res.control.lock_holder(key).describe()
+            logger.warning("Skipped: %s", message)
+            return Completed(name="Skipped", message=message)  # the state's name says "Skipped"
+        res.control.announce("maintenance", flow_run.get_id())
+        failpoints.hit("maintenance_locked")
         with LakeSession(settings, attach_hot=False) as lake:
             try:
                 report = run_maintenance(lake, res.state, settings.maintenance, dry_run)

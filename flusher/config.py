@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import psycopg.conninfo
 import yaml
 from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
 )
+from pydantic.fields import FieldInfo
 
 ENV_PREFIX = "FLUSHER_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Upper bounds, so a value that validates also works where it goes: PostgreSQL's timeouts are int milliseconds,
+# DuckDB's and PostgreSQL's counters int32/int64, and a retention is subtracted from today's date.
+_INT32 = 2**31 - 1
+_INT64 = 2**63 - 1
+_PG_TIMEOUT_SECONDS = _INT32 // 1000
+_DAY = 86_400
+_CENTURY_DAYS = 36_500
 
 
 # What every PostgreSQL session the flusher opens needs, whatever the role's, database's or server's defaults say
@@ -50,7 +61,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf/nan: every number here ends up in a timedelta, a sleep or a server setting, where they crash.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _identifier(value: str) -> str:
@@ -66,9 +78,9 @@ class ServiceSettings(_Section):
     name: str = "postgres-ducklake-flusher"
     health_port: int = Field(8089, ge=0, le=65535, description="/health and /metrics; 0 picks a free port.")
     health_host: str = Field("0.0.0.0", description="Address the health server binds.")
-    unhealthy_after_failures: int = Field(3, ge=1, description="/health is 503 after this many failed flushes in a row.")
-    max_lag_ledgers: int = Field(1000, ge=1, description="/health is 503 when the hot buffer is this far ahead.")
-    shutdown_timeout_seconds: float = Field(600, ge=0, description="How long shutdown waits for a flush in flight.")
+    unhealthy_after_failures: int = Field(3, ge=1, le=1000, description="/health is 503 after this many failed flushes in a row.")
+    max_lag_ledgers: int = Field(1000, ge=1, le=_INT64, description="/health is 503 when the hot buffer is this far ahead.")
+    shutdown_timeout_seconds: float = Field(600, ge=0, le=_DAY, description="How long shutdown waits for a flush in flight.")
     flush_interval_minutes: int = Field(10, description="Minutes between scheduled flushes (5-60).")
 
     @field_validator("flush_interval_minutes")
@@ -88,12 +100,12 @@ class PostgresSettings(_Section):
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "disable"
     schema_name: Identifier = Field("public", alias="schema", description="Schema of the hot tables.")
     pool_size: int = Field(4, ge=1, le=64)
-    connect_timeout_seconds: int = Field(10, ge=1)
+    connect_timeout_seconds: int = Field(10, ge=1, le=3600)
     statement_timeout_seconds: int = Field(
-        900, ge=1, description="statement_timeout of the flusher's own PostgreSQL statements (DELETE, VACUUM, state); "
+        900, ge=1, le=_PG_TIMEOUT_SECONDS, description="statement_timeout of the flusher's own PostgreSQL statements (DELETE, VACUUM, state); "
                                "the copy (DuckDB's scanner) and the catalog run without one.",
     )
-    lock_timeout_seconds: int = Field(30, ge=1, description="How long a DELETE waits for row locks before giving up.")
+    lock_timeout_seconds: int = Field(30, ge=1, le=_PG_TIMEOUT_SECONDS, description="How long a DELETE waits for row locks before giving up.")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
@@ -152,12 +164,12 @@ class DuckLakeSettings(_Section):
         None, description="Compression of the Parquet files the flusher writes; null keeps the lake's (DuckLake: snappy)."
     )
     parquet_row_group_size: int | None = Field(
-        32768, ge=2048,
+        32768, ge=2048, le=_INT32,
         description="Rows per Parquet row group; null keeps the lake's (DuckLake: 122880). 32768 flushed 2.2M rows "
                     "in 26.7 s against 32.9 s, with files of the same size (bench/results/parquet-large.md).",
     )
     data_inlining_row_limit: int | None = Field(
-        None, ge=0, description="Inserts of fewer rows go into the catalog, not a file (0 = never; null = DuckLake's 10)."
+        None, ge=0, le=_INT32, description="Inserts of fewer rows go into the catalog, not a file (0 = never; null = DuckLake's 10)."
     )
 
     @field_validator("catalog_path")
@@ -166,8 +178,8 @@ class DuckLakeSettings(_Section):
         raw = value.get_secret_value().removeprefix("ducklake:").removeprefix("postgres:")
         try:
             parts = psycopg.conninfo.conninfo_to_dict(raw)
-        except psycopg.ProgrammingError as exc:
-            raise ValueError(f"not a PostgreSQL connection string ({exc}); use 'host=... dbname=...'") from None
+        except psycopg.ProgrammingError:  # libpq's message quotes the text, which may be the password
+            raise ValueError("is not a PostgreSQL connection string; use 'host=... dbname=...' or postgresql://...") from None
         if not parts.get("dbname"):
             raise ValueError("names no database; add dbname=... (or /dbname to the URI)")
         return SecretStr(raw)
@@ -192,10 +204,45 @@ class DuckLakeSettings(_Section):
         """
         return with_session_options(self.catalog_path.get_secret_value(), 0)
 
+    def describe_catalog(self) -> str:
+        """Where the catalog is, for messages: user@host:port/dbname, never the password."""
+        return describe_conninfo(self.catalog_path.get_secret_value())
+
+
+def connection_reason(exc: BaseException) -> str:
+    """libpq's reason for a failed connection in one line, with the server it tried (libpq names host and port,
+    never the password): 'connection to server at "db", port 5432 failed: Connection refused; Is the server ...'.
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if not isinstance(exc, psycopg.OperationalError):  # an SQL error's further lines quote the statement
+        return lines[0]
+    return "; ".join(lines).removeprefix("connection failed: ")
+
+
+def sentence(text: str) -> str:
+    """`text` ending with a full stop (or its own ? or !), so a hint can follow."""
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def describe_conninfo(conninfo: str) -> str:
+    """user@host:port/dbname of a libpq connection string (key=value or URI), for messages: never its password.
+
+    Unset parts show libpq's defaults (a local socket, 5432); a string libpq cannot parse is "an unparsable DSN".
+    """
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "an unparsable DSN"
+    host = parts.get("host") or parts.get("hostaddr") or "local socket"
+    where = f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or '?'}"
+    return f"{parts['user']}@{where}" if parts.get("user") else where
+
 
 class VacuumSettings(_Section):
     enabled: bool = True
-    every_n_flushes: int = Field(10, ge=1)
+    every_n_flushes: int = Field(10, ge=1, le=1_000_000)
 
 
 def default_concurrency() -> int:
@@ -209,9 +256,9 @@ class FlushSettings(_Section):
         description="Tables flushed at once; default one per core (2-4). More helps when storage is remote.",
     )
     retries: int = Field(2, ge=0, le=10)
-    retry_delay_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles on each further retry.")
-    max_ledgers_per_run: int = Field(0, ge=0, description="Cap per run for catch-up; 0 means no cap.")
-    lock_wait_seconds: float = Field(0, ge=0, description="Wait this long for a running flush, then skip.")
+    retry_delay_seconds: float = Field(2.0, ge=0, le=3600, description="First retry delay; doubles on each further retry.")
+    max_ledgers_per_run: int = Field(0, ge=0, le=_INT64, description="Cap per run for catch-up; 0 means no cap.")
+    lock_wait_seconds: float = Field(0, ge=0, le=_DAY, description="Wait this long for a running flush, then skip.")
     state_schema: Identifier = "flusher_state"
     tables: list[str] | None = Field(
         None, description="Tables to flush; default: every registry table that exists in the hot buffer. With a list, "
@@ -221,21 +268,29 @@ class FlushSettings(_Section):
         default_factory=list, description="Added to an explicit `tables` list; redundant with the default (all known)."
     )
 
+    @field_validator("tables")
+    @classmethod
+    def _tables_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value == []:  # the watermark would advance while nothing moves
+            raise ValueError("is empty, so nothing would be flushed; remove the key to flush every known table, "
+                             "or list at least one")
+        return value
+
 
 class MaintenanceSettings(_Section):
     enabled: bool = Field(
         False, description="The Go service's meaning: run maintenance right after every Nth completed flush, in the "
                            "same flow run, under the flush lock (the bronze-maintenance deployment runs regardless).",
     )
-    every_n_flushes: int = Field(6, ge=1, description="With enabled: maintain after every Nth completed flush (Go: 6).")
-    snapshot_retention_days: float = Field(7, gt=0, description="Snapshots younger than this are never expired.")
+    every_n_flushes: int = Field(6, ge=1, le=1_000_000, description="With enabled: maintain after every Nth completed flush (Go: 6).")
+    snapshot_retention_days: float = Field(7, gt=0, le=_CENTURY_DAYS, description="Snapshots younger than this are never expired.")
     file_cleanup_age_hours: float = Field(
-        24, ge=0, description="Files freed by expired snapshots are deleted once scheduled this long ago."
+        24, ge=0, le=_CENTURY_DAYS * 24, description="Files freed by expired snapshots are deleted once scheduled this long ago."
     )
     orphan_file_age_hours: float = Field(
-        24, ge=1, description="Files no snapshot knows are deleted only once this old (never all at once)."
+        24, ge=1, le=_CENTURY_DAYS * 24, description="Files no snapshot knows are deleted only once this old (never all at once)."
     )
-    max_compacted_files: int = Field(50, ge=2, description="Bound on the files one merge reads (memory).")
+    max_compacted_files: int = Field(50, ge=2, le=1_000_000, description="Bound on the files one merge reads (memory).")
 
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -264,7 +319,7 @@ class DownstreamConsumer(_Section):
     query: str | None = Field(None, description="Instead of table/column: SQL returning one integer.")
     connect_timeout_seconds: int = Field(10, ge=1, le=300, description="Bound on connecting and on the query.")
     max_lag_ledgers: int | None = Field(
-        None, ge=1, description="/health is 503 when the hot maximum is this far past the checkpoint; "
+        None, ge=1, le=_INT64, description="/health is 503 when the hot maximum is this far past the checkpoint; "
                                 "default service.max_lag_ledgers."
     )
 
@@ -377,54 +432,195 @@ class Settings(_Section):
         return value
 
 
-def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    """Override `section.key` with FLUSHER_SECTION_KEY, so secrets need not live in the file.
+# FLUSHER_* variables the project reads that are not settings: never reported as misspelled settings.
+OTHER_ENV = frozenset({
+    "FLUSHER_CONFIG",             # the config file of a run that names none (flusher.settings_source)
+    "FLUSHER_CONFIG_DIR",         # where a run's config_path may point
+    "FLUSHER_FAILPOINTS",         # crash tests (flusher.failpoints)
+    "FLUSHER_TEST_PG_URI",        # the test suite's PostgreSQL (tests/conftest.py)
+    "FLUSHER_ALERT_WEBHOOK_URL",  # the alert webhook's address (`alerts`)
+})
+# What YAML reads as null: an optional key set to one of these is unset (None).
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_DOWNSTREAM_ENTRY = re.compile(r"^FLUSHER_DOWNSTREAM_(\d+)_(\w+)$")
+_Loc = tuple[Any, ...]
 
-    downstream: FLUSHER_DOWNSTREAM_KEY for the Go form (one mapping), FLUSHER_DOWNSTREAM_<i>_KEY for list entry i.
+
+class _EnvProblem(ValueError):
+    """One environment variable that cannot be used; the message names it (never its value)."""
+
+
+def _field_names(model: type[BaseModel]) -> dict[str, tuple[str, FieldInfo]]:
+    """KEY (upper case, as in FLUSHER_SECTION_KEY) -> (field name, field), for each field and each alias."""
+    names = {}
+    for key, field in model.model_fields.items():
+        for name in {key, field.alias or key}:
+            names[name.upper()] = (key, field)
+    return names
+
+
+def _section_models() -> dict[str, type[BaseModel]]:
+    """The sections that are one mapping (all but `downstream`, which may be a list)."""
+    return {name: f.annotation for name, f in Settings.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
+
+
+def settings_env_names() -> dict[str, tuple[str, str]]:
+    """Every FLUSHER_SECTION_KEY variable -> (section, field); the downstream list form is FLUSHER_DOWNSTREAM_<i>_KEY."""
+    names = {f"{ENV_PREFIX}{section.upper()}_{key}": (section, name)
+             for section, model in _section_models().items() for key, (name, _) in _field_names(model).items()}
+    names.update({f"{ENV_PREFIX}DOWNSTREAM_{key}": ("downstream", name)
+                  for key, (name, _) in _field_names(DownstreamConsumer).items()})
+    return names
+
+
+def _env_value(name: str, raw: str, field: FieldInfo) -> Any:
+    """An environment value for `field`: text stays text (a password is never reinterpreted), YAML's null unsets an
+    optional key, a list is a YAML or JSON flow sequence; pydantic converts numbers and booleans and names any misfit.
     """
-    merged = {
-        section: [dict(v) if isinstance(v, dict) else v for v in values] if isinstance(values, list)
-        else dict(values) if isinstance(values, dict) else values if values is not None else {}
-        for section, values in raw.items()
-    }
-    _apply_downstream_env(merged, environ)
-    for section, model in Settings.model_fields.items():
-        annotation = model.annotation
-        if not isinstance(annotation, type) or not issubclass(annotation, BaseModel):
+    annotation = field.annotation
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    if type(None) in options and raw.strip() in _NULLS:
+        return None
+    if any(get_origin(option) is list for option in options):
+        try:
+            value = yaml.safe_load(raw)
+        except Exception:  # noqa: BLE001 - any parser failure is "not a list"; the message says what to write
+            value = None
+        if not isinstance(value, list) or any(isinstance(item, (list, dict)) for item in value):
+            raise _EnvProblem(f"{name}: expects a list of names such as '[trades_row_v1, effects_row_v1]' "
+                              "(a YAML or JSON flow sequence)")
+        return value
+    return raw
+
+
+def _unknown_variable(name: str, candidates: set[str]) -> str:
+    upper = name.upper()
+    if upper in candidates:
+        return f"{name}: environment variable names are upper case; did you mean {upper}?"
+    close = difflib.get_close_matches(upper, sorted(candidates), n=1, cutoff=0.8)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"{name}: unknown environment variable ({hint}settings are FLUSHER_<SECTION>_<KEY> with a key of "
+            "config.yaml.example; FLUSHER_DOWNSTREAM_<i>_<KEY> for downstream list entry i)")
+
+
+class _EnvOverlay:
+    """The file's mapping with the FLUSHER_* variables on top, where each value came from, and what was wrong."""
+
+    def __init__(self, raw: dict[Any, Any]) -> None:
+        self.merged: dict[Any, Any] = {
+            section: [dict(v) if isinstance(v, dict) else v for v in values] if isinstance(values, list)
+            else dict(values) if isinstance(values, dict) else values if values is not None else {}
+            for section, values in raw.items()  # an empty section (`vacuum:` with its keys commented out): defaults
+        }
+        self.origins: dict[_Loc, str] = {}  # (section, key) or ("downstream", i, key) -> the variable
+        self.problems: list[str] = []
+
+    def set(self, target: Any, loc: _Loc, field_name: str, field: FieldInfo, name: str, value: Any) -> None:
+        if not isinstance(target, dict):
+            return  # the section or entry is not a mapping: validation names it
+        key = field.alias or field_name
+        if loc + (key,) in self.origins:
+            self.problems.append(f"{name}: {self.origins[loc + (key,)]} sets the same key; set only one of them")
+            return
+        for spelling in {field_name, key}:  # the file's spelling (schema or schema_name) must not win over ours
+            target.pop(spelling, None)
+        target[key] = value
+        self.origins[loc + (key,)] = name
+
+    def section(self, section: str, empty: Any) -> Any:
+        if self.merged.get(section) is None:
+            self.merged[section] = empty
+        return self.merged[section]
+
+
+def _apply_env(raw: dict[Any, Any], environ: Mapping[str, str]) -> _EnvOverlay:
+    """Override `section.key` with FLUSHER_SECTION_KEY, so secrets need not live in the file; a FLUSHER_* name that
+    is no setting (nor in OTHER_ENV) is a problem, as an unknown key in the file is.
+
+    downstream: FLUSHER_DOWNSTREAM_KEY for the Go form (one mapping), FLUSHER_DOWNSTREAM_<i>_KEY for list entry i
+    (entries the file lacks are added, so a list may come from the environment alone).
+    """
+    overlay = _EnvOverlay(raw)
+    sections = {section: _field_names(model) for section, model in _section_models().items()}
+    consumer = _field_names(DownstreamConsumer)
+    known = {f"{ENV_PREFIX}{s.upper()}_{k}" for s, keys in sections.items() for k in keys}
+    known |= {f"{ENV_PREFIX}DOWNSTREAM_{k}" for k in consumer} | OTHER_ENV
+    single: dict[str, tuple[str, FieldInfo, Any]] = {}  # Go form, by variable
+    entries: dict[int, dict[str, tuple[str, FieldInfo, Any]]] = {}
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name in OTHER_ENV:
             continue
-        if not isinstance(merged.get(section, {}), dict):
-            continue  # a wrong type: validation names it
-        for key, field in annotation.model_fields.items():
-            for name in {key, field.alias or key}:
-                value = environ.get(f"{ENV_PREFIX}{section}_{name}".upper())
-                if value is not None:
-                    merged.setdefault(section, {})[name] = value
-    return merged
+        suffix = name[len(ENV_PREFIX):]
+        section, _, key = suffix.partition("_")
+        entry = _DOWNSTREAM_ENTRY.match(name)
+        try:
+            if section.lower() in sections and section.isupper() and key in sections[section.lower()]:
+                field_name, field = sections[section.lower()][key]
+                value = _env_value(name, environ[name], field)
+                overlay.set(overlay.section(section.lower(), {}), (section.lower(),), field_name, field, name, value)
+            elif section == "DOWNSTREAM" and key in consumer:
+                field_name, field = consumer[key]
+                single[name] = (field_name, field, _env_value(name, environ[name], field))
+            elif entry and entry[2] in consumer:
+                field_name, field = consumer[entry[2]]
+                value = _env_value(name, environ[name], field)
+                entries.setdefault(int(entry[1]), {})[name] = (field_name, field, value)
+            else:
+                index = f"{ENV_PREFIX}DOWNSTREAM_{entry[1]}_" if entry else None
+                candidates = known | ({index + k for k in consumer} if index else set())
+                overlay.problems.append(_unknown_variable(name, candidates))
+        except _EnvProblem as exc:
+            overlay.problems.append(str(exc))
+    _apply_downstream_env(overlay, single, entries)
+    return overlay
 
 
-def _apply_downstream_env(merged: dict[str, Any], environ: dict[str, str]) -> None:
-    section = merged.get("downstream")
-    keys = list(DownstreamConsumer.model_fields)
-    if isinstance(section, list):
-        for index, entry in enumerate(section):
-            for key in keys:
-                value = environ.get(f"{ENV_PREFIX}DOWNSTREAM_{index}_{key}".upper())
-                if value is not None and isinstance(entry, dict):
-                    entry[key] = value
+def _apply_downstream_env(overlay: _EnvOverlay, single: dict[str, tuple[str, FieldInfo, Any]],
+                          entries: dict[int, dict[str, tuple[str, FieldInfo, Any]]]) -> None:
+    current = overlay.merged.get("downstream")
+    if entries and (single or isinstance(current, dict)):
+        names = ", ".join(sorted(single) + sorted(name for found in entries.values() for name in found))
+        mapping = "" if single else " with the file's downstream mapping"
+        overlay.problems.append(f"{names}: list entries (FLUSHER_DOWNSTREAM_<i>_<KEY>) do not mix with one mapping "
+                                f"(FLUSHER_DOWNSTREAM_<KEY>){mapping}; use one form")
         return
-    found = {key: environ[f"{ENV_PREFIX}DOWNSTREAM_{key}".upper()] for key in keys
-             if f"{ENV_PREFIX}DOWNSTREAM_{key}".upper() in environ}
-    if found:
-        merged["downstream"] = {**(section if isinstance(section, dict) else {}), **found}
+    if single and isinstance(current, list):
+        overlay.problems.append(f"{', '.join(sorted(single))}: downstream is a list in the file; use "
+                                "FLUSHER_DOWNSTREAM_<i>_<KEY> for list entry i")
+        return
+    if single:
+        target = overlay.section("downstream", {})
+        for name, (field_name, field, value) in single.items():
+            overlay.set(target, ("downstream",), field_name, field, name, value)
+    if entries:
+        target = overlay.section("downstream", [])
+        if not isinstance(target, list):
+            return  # not a list nor a mapping: validation names it
+        target.extend({} for _ in range(len(target), max(entries) + 1))
+        for index, found in entries.items():
+            if isinstance(target[index], dict):
+                target[index] = dict(target[index])
+            for name, (field_name, field, value) in found.items():
+                overlay.set(target[index], ("downstream", index), field_name, field, name, value)
 
 
 _SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_access_key", "dsn"}
 
 
-def _explain(exc: ValidationError, source: str) -> ConfigError:
+def _loc_part(part: Any) -> str:
+    """A key as the message shows it: plain names as they are, anything else quoted (an empty or multi-line key)."""
+    return str(part) if isinstance(part, int) or re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else repr(part)
+
+
+def _explain(exc: ValidationError, source: str, origins: Mapping[_Loc, str] | None = None) -> ConfigError:
     lines = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
+        loc = tuple(error["loc"])
+        where = ".".join(_loc_part(p) for p in loc)
+        variable = next((origins[loc[:n]] for n in (3, 2) if origins and loc[:n] in origins), None)
+        if variable:
+            where += f" (from {variable})"
         if error["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key (check the spelling against config.yaml.example)")
         elif error["type"] == "missing":
@@ -432,33 +628,48 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
         else:
             line = f"{where}: {error['msg'].removeprefix('Value error, ')}"
             # never echo a secret back, nor a whole section (it may hold one)
-            if not _SECRET_KEYS & {str(p) for p in error["loc"]} and not isinstance(error.get("input"), (dict, list)):
+            if not _SECRET_KEYS & {str(p) for p in loc} and not isinstance(error.get("input"), (dict, list)):
                 line += f" (got {error.get('input')!r})"
             lines.append(line)
     return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))
 
 
-def settings_from_mapping(raw: dict[str, Any], source: str = "config", environ: dict[str, str] | None = None) -> Settings:
-    """Validate a parsed config mapping (plus environment overrides) into Settings."""
+def settings_from_mapping(raw: Any, source: str = "config", environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a parsed config mapping (plus environment overrides) into Settings, or raise a ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration in {source}: expected a mapping of sections, got {type(raw).__name__}")
+    overlay = _apply_env(raw, os.environ if environ is None else environ)
+    if overlay.problems:
+        raise ConfigError("invalid configuration in the environment:\n  " + "\n  ".join(overlay.problems))
     try:
-        return Settings.model_validate(_apply_env(raw, dict(os.environ if environ is None else environ)))
+        return Settings.model_validate(overlay.merged)
     except ValidationError as exc:
-        raise _explain(exc, source) from None
+        raise _explain(exc, source + (" and the environment" if overlay.origins else ""), overlay.origins) from None
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:
     """The parsed YAML of a config file (not validated yet)."""
     file = Path(path)
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}; pass --config with an existing file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {file} is not UTF-8 text; pass --config with a YAML file") from None
+    return parse_config_text(text, str(file))
+
+
+def parse_config_text(text: str, source: str = "config") -> Any:
+    """The parsed YAML of a config's text (not validated yet); a ConfigError for anything PyYAML cannot read."""
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {source} is not a config: its YAML is nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - PyYAML raises ValueError, AttributeError... for bad tags and dates
+        raise ConfigError(f"config file {source} is not valid YAML: a value it cannot read "
+                          f"({type(exc).__name__}); check tagged values (!!...) and dates") from None
 
 
 def load_settings(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:

@@ -12,7 +12,7 @@ from decimal import Decimal
 import psycopg
 from psycopg import sql
 
-from flusher.config import DownstreamConsumer
+from flusher.config import DownstreamConsumer, connection_reason
 from flusher.lake import redact
 
 
@@ -53,8 +53,7 @@ def read_checkpoint(consumer: DownstreamConsumer, timeout_seconds: int | None = 
             row = conn.execute(checkpoint_query(consumer)).fetchone()
         value = _as_ledger(row[0] if row else None)
     except (psycopg.Error, OSError, TypeError) as exc:
-        text = str(exc).strip()
-        reason = text.splitlines()[-1] if text else type(exc).__name__
+        reason = connection_reason(exc)
         if isinstance(exc, psycopg.OperationalError):
             reason = f"unreachable: {reason}"
         return ConsumerReading(name, None, redact(f"downstream consumer {name}: {reason}", *consumer.secrets()))

@@ -6,8 +6,10 @@ and a restart loses nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +25,7 @@ from prometheus_client.registry import Collector
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from flusher.config import Settings
+from flusher.config import ConfigError, Settings, connection_reason
 from flusher.downstream import ConsumerReading, read_all
 from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE, selected_tables, unselected_tables
 from flusher.state import StateStore, StateSummary
@@ -95,7 +97,7 @@ class HealthProbe:
         try:
             self._read_state(snap, with_durations)
         except (psycopg.Error, OSError) as exc:
-            snap.problems.append(f"PostgreSQL {self.settings.postgres.describe()} unreachable: {_first_line(exc)}")
+            snap.problems.append(f"PostgreSQL {self.settings.postgres.describe()} unreachable: {connection_reason(exc)}")
         problem = self._catalog_problem()
         if problem:
             snap.problems.append(problem)
@@ -130,8 +132,8 @@ class HealthProbe:
         try:
             with psycopg.connect(self.settings.ducklake.catalog_conninfo(), connect_timeout=3) as conn:
                 conn.execute("SELECT 1")
-        except psycopg.Error as exc:
-            return f"DuckLake catalog unreachable: {_first_line(exc)}"
+        except psycopg.Error as exc:  # libpq's reason names host and port; the catalog's database is ours to add
+            return f"DuckLake catalog {self.settings.ducklake.describe_catalog()} unreachable: {connection_reason(exc)}"
         return None
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -190,11 +192,6 @@ class HealthProbe:
             log.debug("next scheduled run unknown: %s", exc)
             return None
         return None if when is None else max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1] if text else type(exc).__name__
 
 
 def _go_counter(name: str, doc: str, value: float) -> Metric:
@@ -285,7 +282,10 @@ class HealthServer:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StateCollector(probe))
         handler = _handler(probe, registry)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:  # a config mistake (or another process), not a crash: name the key to change
+            raise ConfigError(listen_problem(host, port, exc)) from None
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health-server", daemon=True)
 
     @property
@@ -298,6 +298,20 @@ class HealthServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def listen_problem(host: str, port: int, exc: OSError) -> str:
+    """Why /health cannot listen on host:port, naming the setting to change."""
+    if isinstance(exc, socket.gaierror):
+        return f"service.health_host: cannot listen on {host!r}: not an address of this machine ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"service.health_port: {host}:{port} is already in use (another flusher, or another program, "
+                "listens there); choose a free port (0 picks one) or stop the other process")
+    if exc.errno == errno.EACCES:
+        return f"service.health_port: not allowed to listen on port {port} (below 1024 needs privileges); use 1024+"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"service.health_host: {host} is not an address of this machine; use 0.0.0.0, 127.0.0.1 or its own"
+    return f"service.health_host/health_port: cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 def _handler(probe: HealthProbe, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:

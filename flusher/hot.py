@@ -11,7 +11,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from flusher.config import SESSION_SETTINGS_PG14, PostgresSettings
+from flusher.config import SESSION_SETTINGS_PG14, PostgresSettings, connection_reason, sentence
 from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
@@ -42,6 +42,43 @@ def lock_key(state_schema: str) -> str:
     return f"postgres-ducklake-flusher:{state_schema}"
 
 
+APPLICATION_NAME = "postgres-ducklake-flusher"  # every flusher session's, until a run names itself
+_HOLDER_PREFIX = "flusher:"  # application_name is cut at 63 bytes: "flusher:maintenance:<uuid>" fits
+
+
+def holder_name(kind: str, flow_run_id: str | None) -> str:
+    """The application_name of the session holding the flusher lock: what kind of run, and which flow run."""
+    return f"{_HOLDER_PREFIX}{kind}:{flow_run_id or 'no flow run'}"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding the flusher lock: its backend pid and application_name (None: released meanwhile)."""
+
+    pid: int | None
+    application_name: str | None
+
+    @property
+    def kind(self) -> str | None:
+        """"flush" or "maintenance" when a flusher run holds it (see holder_name), else None."""
+        name = self.application_name or ""
+        return name.removeprefix(_HOLDER_PREFIX).partition(":")[0] if name.startswith(_HOLDER_PREFIX) else None
+
+    def describe(self) -> str:
+        """A sentence naming what holds the lock, e.g. 'maintenance is running (flow run ..., backend pid 42)'."""
+        if self.pid is None:
+            return "another session held the flusher lock (it has let go since)"
+        where = f"PostgreSQL backend pid {self.pid}"
+        if self.kind is not None:
+            run = (self.application_name or "").removeprefix(f"{_HOLDER_PREFIX}{self.kind}:")
+            what = "another flush is running" if self.kind == "flush" else f"{self.kind} is running"
+            return f"{what} (flow run {run}, {where}) and holds the flusher lock"
+        if self.application_name == APPLICATION_NAME:  # a flusher from before runs named themselves
+            return f"another flusher process (a flush or maintenance; {where}) holds the flusher lock"
+        app = f"application_name {self.application_name!r}" if self.application_name else "no application_name"
+        return f"a session that is not a flusher run ({where}, {app}) holds the flusher lock"
+
+
 def configure_session(conn: psycopg.Connection) -> None:
     """Apply the session settings libpq's `options` cannot carry (PostgreSQL 14+ only); leaves no transaction open."""
     if conn.info.server_version < 140000:
@@ -59,10 +96,9 @@ def connect(pg: PostgresSettings, autocommit: bool = True) -> psycopg.Connection
         configure_session(conn)
         return conn
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise HotBufferError(
-            f"cannot connect to PostgreSQL {pg.describe()}: {reason}. Check postgres.host/port/user/password "
-            "and that the server is running."
+            f"cannot connect to PostgreSQL {pg.describe()}: {sentence(connection_reason(exc))} Check "
+            "postgres.host/port/user/password and that the server is running."
         ) from None
 
 
@@ -94,14 +130,19 @@ class ControlSession:
                 return False
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
-    def lock_holder(self, key: str) -> int | None:
-        """The backend pid holding the flusher lock, for the 'skipped' message."""
+    def announce(self, kind: str, flow_run_id: str | None) -> None:
+        """Name this session after the run holding the lock (its application_name), so a blocked run can say who."""
+        self.conn.execute("SELECT set_config('application_name', %s, false)", (holder_name(kind, flow_run_id),))
+
+    def lock_holder(self, key: str) -> LockHolder:
+        """Who holds the flusher lock (pid and application_name), for the 'skipped' message."""
         row = self.conn.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0) LIMIT 1",
+            "SELECT l.pid, a.application_name FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted "
+            "AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0) LIMIT 1",
             (key,),
         ).fetchone()
-        return row[0] if row else None
+        return LockHolder(*row) if row else LockHolder(None, None)
 
     def pin_snapshot(self) -> tuple[str, int | None, int | None]:
         """Open the REPEATABLE READ transaction, export its snapshot, and read min/max ledger in it."""
@@ -145,6 +186,22 @@ class ControlSession:
     def close(self) -> None:
         """Close the connection, which also frees the advisory lock."""
         self.conn.close()
+
+
+# DuckDB's names for the PostgreSQL integer types (and the unsigned ones a foreign source could show).
+DUCKDB_INTEGER_TYPES = frozenset(
+    {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+)
+
+
+def ledger_type_refusal(schema: str, table: str, column: str, type_name: str) -> str:
+    """Why a table whose ledger column is not an integer is not flushed (nor counted, nor taken over)."""
+    return (
+        f"refused: ledger column {schema}.{table}.{column} has type {type_name}, not an integer type, so "
+        f"'{column} <= watermark' would compare as text ('10' < '9') and move the wrong rows. "
+        f"Change it to BIGINT (ALTER TABLE {schema}.{table} ALTER COLUMN {column} "
+        f"TYPE bigint USING {column}::bigint); its rows stay in PostgreSQL until then"
+    )
 
 
 def choose_watermark(

@@ -9,13 +9,16 @@ from importlib import resources
 
 import duckdb
 
-from flusher.config import Settings, default_threads
+from flusher.config import Settings, default_threads, sentence
 from flusher.extensions import load_extensions
 from flusher.quoting import qualified, quote_ident, quote_literal
 
 HOT = "hot"  # alias of the attached hot-buffer database inside DuckDB
 COMMIT_AUTHOR = "postgres-ducklake-flusher"
 PREFLIGHT_PROBE = ".flusher-preflight*"  # a listing prefix no real file has, so the check stays cheap
+
+
+_UNREACHABLE = "Unable to connect to Postgres at"  # DuckDB's postgres extension, when libpq cannot connect
 
 
 class LakeError(RuntimeError):
@@ -173,8 +176,15 @@ class LakeSession:
                     "catalog for every reader and writer: back it up, upgrade them together, then set "
                     "ducklake.allow_catalog_migration: true for one run."
                 ) from None
+            where = lake.describe_catalog()
+            if _UNREACHABLE in message:  # DuckDB quotes the whole connection string; libpq's reason is after it
+                reason = "; ".join(line.strip() for line in message.rsplit('": ', 1)[-1].splitlines() if line.strip())
+                raise LakeError(
+                    f"cannot connect to the DuckLake catalog {where}: {sentence(reason)} Check ducklake.catalog_path "
+                    "and that the server is running."
+                ) from None
             raise LakeError(
-                f"cannot attach the DuckLake catalog (metadata schema {lake.metadata_schema}, data path "
+                f"cannot attach the DuckLake catalog {where} (metadata schema {lake.metadata_schema}, data path "
                 f"{lake.data_path}): {message}. Check ducklake.catalog_path (a PostgreSQL you can write to) and "
                 "ducklake.data_path."
             ) from None

@@ -146,11 +146,16 @@ class FlusherService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         pool = make_pool(self.settings.postgres)
-        deployments = [build_deployment(self.spec, self.config_path, self.interval)]
-        deployments += [build_deployment(extra, self.config_path) for extra in self.extra]
-        runner = RunnerThread(deployments, self.settings.service.name)
-        health = HealthServer(HealthProbe(self.settings, pool, runner.next_scheduled_run),
-                              self.settings.service.health_host, self.settings.service.health_port)
+        try:
+            deployments = [build_deployment(self.spec, self.config_path, self.interval)]
+            deployments += [build_deployment(extra, self.config_path) for extra in self.extra]
+            runner = RunnerThread(deployments, self.settings.service.name)
+            # Before the runner: a port in use is a ConfigError (exit 2) before anything is scheduled.
+            health = HealthServer(HealthProbe(self.settings, pool, runner.next_scheduled_run),
+                                  self.settings.service.health_host, self.settings.service.health_port)
+        except BaseException:
+            pool.close()
+            raise
         health.start()
         try:
             runner.start()

@@ -32,6 +32,8 @@ def ducklake_from_block(name: str) -> dict[str, Any]:
 def _consumer_from_block(entry: dict[str, Any]) -> dict[str, Any]:
     """A downstream entry with `block: NAME` turned into connection fields (the block's password stays secret)."""
     name = entry["block"]
+    if not isinstance(name, str):
+        raise ConfigError(f"downstream block: expected the name of a block, got {type(name).__name__}")
     try:
         fields = postgres_from_connector(name)
     except ValueError as exc:  # Prefect's "no block document named ..." is a ValueError
@@ -65,15 +67,28 @@ def resolve_settings(
         if not _names_a_downstream_block(raw):
             return load_settings(config_path)
         return settings_from_mapping(resolve_downstream_blocks(raw), str(config_path))
-    raw: dict[str, Any] = {}
+    raw: Any = {}
     if config_path:
         raw = read_config_file(config_path)
+    source = f"blocks {postgres_block!r}/{ducklake_block!r}" + (f" and {config_path}" if config_path else "")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration in {config_path}: expected a mapping of sections, "
+                          f"got {type(raw).__name__}")
     raw = resolve_downstream_blocks(raw)
     if postgres_block:
-        raw["postgres"] = {**raw.get("postgres", {}), **postgres_from_connector(postgres_block)}
+        raw = with_block_section(raw, "postgres", postgres_from_connector(postgres_block), config_path)
     if ducklake_block:
-        raw["ducklake"] = {**raw.get("ducklake", {}), **ducklake_from_block(ducklake_block)}
-    return settings_from_mapping(raw, f"blocks {postgres_block!r}/{ducklake_block!r}")
+        raw = with_block_section(raw, "ducklake", ducklake_from_block(ducklake_block), config_path)
+    return settings_from_mapping(raw, source)
+
+
+def with_block_section(raw: dict[str, Any], section: str, fields: dict[str, Any], source: str | None) -> dict[str, Any]:
+    """`raw` with a block's fields over the file's `section` (the block wins); a section that is no mapping is named."""
+    current = raw.get(section)
+    if current is not None and not isinstance(current, dict):
+        raise ConfigError(f"invalid configuration in {source}:\n  {section}: expected a mapping of keys (the block "
+                          f"fills in its credentials), got {type(current).__name__}")
+    return {**raw, section: {**(current or {}), **fields}}
 
 
 def _names_a_downstream_block(raw: Any) -> bool:

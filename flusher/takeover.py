@@ -16,7 +16,9 @@ import psycopg
 from psycopg import sql
 
 from flusher.config import Settings
-from flusher.hot import ControlSession, choose_watermark, connect, validate_snapshot_id
+from flusher.hot import (
+    DUCKDB_INTEGER_TYPES, ControlSession, choose_watermark, connect, ledger_type_refusal, validate_snapshot_id,
+)
 from flusher.lake import COMMIT_AUTHOR, HOT, Column, LakeSession, redact
 from flusher.quoting import quote_ident, quote_literal
 from flusher.reconcile import (
@@ -166,6 +168,11 @@ def _plan_table(
         line = TableTakeover(spec.name, matched if lake is not None else "(not in the lake)", ours=ours)
         if hot is None:
             line.error = "missing in PostgreSQL"
+            return line
+        ledger_type = {c.name: c.type for c in hot}.get(spec.ledger_column)
+        if ledger_type is not None and ledger_type not in DUCKDB_INTEGER_TYPES:  # a compare would be a Binder Error
+            schema = session.settings.postgres.schema_name
+            line.error = ledger_type_refusal(schema, spec.name, spec.ledger_column, ledger_type)
             return line
         if lake is not None:
             line.lake_rows = cur.execute(f"SELECT count(*) FROM {session.table(spec.name)}").fetchone()[0]

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
-from flusher.hot import Mark
+from flusher.hot import DUCKDB_INTEGER_TYPES, Mark, ledger_type_refusal
 from flusher.lake import redact
 from flusher.reconcile import reconcile_for
 from flusher.registry import TableSpec
@@ -29,8 +29,6 @@ class PermanentTableError(TableFlushError):
     refuses): the task fails at its first attempt instead of waiting out its retries."""
 
 
-# DuckDB's names for the PostgreSQL integer types (and the unsigned ones a foreign source could show).
-_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 
 
 @dataclass(frozen=True)
@@ -63,13 +61,9 @@ def _check_hot_table(res: RunResources, spec: TableSpec) -> None:
             f"table {pg.schema_name}.{spec.name} has no ledger column {spec.ledger_column!r}; "
             "fix the table or its ledger_column in schema/tables.yaml"
         )
-    if types[spec.ledger_column] not in _INTEGER_TYPES:
-        column = f"{pg.schema_name}.{spec.name}.{spec.ledger_column}"
+    if types[spec.ledger_column] not in DUCKDB_INTEGER_TYPES:
         raise PermanentTableError(
-            f"refused: ledger column {column} has type {types[spec.ledger_column]}, not an integer type, so "
-            f"'{spec.ledger_column} <= watermark' would compare as text ('10' < '9') and move the wrong rows. "
-            f"Change it to BIGINT (ALTER TABLE {pg.schema_name}.{spec.name} ALTER COLUMN {spec.ledger_column} "
-            f"TYPE bigint USING {spec.ledger_column}::bigint); its rows stay in PostgreSQL until then"
+            ledger_type_refusal(pg.schema_name, spec.name, spec.ledger_column, types[spec.ledger_column])
         )
 
 

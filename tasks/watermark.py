@@ -12,7 +12,7 @@ from flusher.resources import RunResources
 
 
 class FlushLocked(RuntimeError):
-    """Another flush holds the lock."""
+    """Another run (a flush or maintenance) holds the lock; the message names it."""
 
 
 @task(name="mark-watermark", cache_policy=NO_CACHE, persist_result=False)
@@ -23,14 +23,14 @@ def mark_watermark(
 
     `floor`: the watermark is at least this (a takeover reaches the Go flusher's checkpoint even where
     ledgers_row_v2 no longer holds its ledgers), unless a downstream consumer's checkpoint is lower. Raises
-    FlushLocked when another flush is running (after waiting flush.lock_wait_seconds), and DownstreamBlocked (the
+    FlushLocked when another run holds the lock (after waiting flush.lock_wait_seconds), and DownstreamBlocked (the
     run recorded as skipped) when a downstream consumer is unreachable or has no positive checkpoint.
     """
     logger = get_run_logger()
     key = lock_key(res.settings.flush.state_schema)
     if not res.control.try_lock(key, res.settings.flush.lock_wait_seconds):
-        holder = res.control.lock_holder(key)
-        raise FlushLocked(f"another flush is running (PostgreSQL backend pid {holder} holds the flusher lock)")
+        raise FlushLocked(res.control.lock_holder(key).describe())
+    res.control.announce("flush", flow_run_id)
     batch = res.state.start_run(flow_run_id)
     previous = res.state.last_watermark()
     # Read before the snapshot: a checkpoint only grows, so an earlier reading is the safe one.

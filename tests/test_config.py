@@ -198,3 +198,204 @@ def test_cli_reports_config_errors_in_one_line_with_exit_2(tmp_path, capsys):
     assert main(["flush", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: invalid configuration") and "flush_interval_minutes" in err
+
+
+# --- issue 14: config mistakes that crashed, and environment variables ------------------------------------------
+
+
+def test_an_empty_section_means_its_defaults():
+    settings = settings_from_mapping({**GOOD, "vacuum": None, "downstream": None, "service": None}, "t", {})
+    assert settings.vacuum.enabled and settings.downstream == []
+    assert settings_from_mapping({**GOOD, "flush": None}, "t", {"FLUSHER_FLUSH_RETRIES": "3"}).flush.retries == 3
+
+
+@pytest.mark.parametrize("section, value", [("postgres", 5), ("vacuum", "abc"), ("flush", [1, 2])])
+def test_a_section_that_is_not_a_mapping_is_named(section, value):
+    raw = {**GOOD, section: value}
+    assert _error(raw).count(section) >= 1 and f"{section}:" in _error(raw)
+    assert f"{section}:" in _error(raw, {f"FLUSHER_{section.upper()}_ENABLED": "true"} if section == "vacuum" else {})
+
+
+@pytest.mark.parametrize("key, value", [
+    ("snapshot_retention_days", 1e12), ("snapshot_retention_days", "inf"), ("snapshot_retention_days", "nan"),
+    ("file_cleanup_age_hours", 1e300), ("orphan_file_age_hours", float("inf")),
+])
+def test_a_retention_too_large_for_a_date_is_refused_at_load(key, value):
+    """1e12 days used to pass validation and crash maintenance (timedelta overflow)."""
+    assert f"maintenance.{key}" in _error(_with("maintenance", **{key: value}))
+
+
+def test_every_maintenance_cutoff_that_validates_can_be_computed():
+    from flusher.maintenance import Cutoffs
+
+    m = settings_from_mapping(_with("maintenance", snapshot_retention_days=36500, file_cleanup_age_hours=876000,
+                                    orphan_file_age_hours=876000), "t", {}).maintenance
+    Cutoffs.from_settings(m.snapshot_retention_days, m.file_cleanup_age_hours, m.orphan_file_age_hours)
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("postgres", "statement_timeout_seconds", 10**7), ("postgres", "lock_timeout_seconds", 2**40),
+    ("flush", "retry_delay_seconds", "inf"), ("flush", "lock_wait_seconds", 1e30),
+    ("service", "shutdown_timeout_seconds", "nan"), ("ducklake", "data_inlining_row_limit", 2**40),
+])
+def test_numbers_past_what_the_servers_take_are_refused(section, key, value):
+    assert f"{section}.{key}" in _error(_with(section, **{key: value}))
+
+
+def test_an_empty_table_list_is_refused_not_a_flush_of_nothing():
+    message = _error(_with("flush", tables=[]))
+    assert "flush.tables: is empty" in message and "remove the key" in message
+
+
+def test_a_list_and_null_from_the_environment():
+    settings = settings_from_mapping(GOOD, "t", {"FLUSHER_FLUSH_TABLES": '["ledgers_row_v2", "trades_row_v1"]',
+                                                 "FLUSHER_FLUSH_EXTRA_TABLES": "[effects_row_v1]",
+                                                 "FLUSHER_DUCKLAKE_PARTITION_BY": "null",
+                                                 "FLUSHER_DUCKLAKE_THREADS": "~",
+                                                 "FLUSHER_DUCKLAKE_AWS_REGION": ""})
+    assert settings.flush.tables == ["ledgers_row_v2", "trades_row_v1"]
+    assert settings.flush.extra_tables == ["effects_row_v1"]
+    assert settings.ducklake.partition_by is None, "null unsets an optional key (it was the text 'null')"
+    assert settings.ducklake.threads is None and settings.ducklake.aws_region is None
+    numbers = settings_from_mapping(GOOD, "t", {"FLUSHER_FLUSH_CONCURRENCY": "5", "FLUSHER_VACUUM_ENABLED": "false",
+                                                "FLUSHER_FLUSH_RETRY_DELAY_SECONDS": "0.5"})
+    assert (numbers.flush.concurrency, numbers.vacuum.enabled, numbers.flush.retry_delay_seconds) == (5, False, 0.5)
+
+
+def test_text_from_the_environment_stays_text():
+    """A password is never reinterpreted as YAML: 0123 stays 0123 (not octal 83), null stays 'null', yes stays 'yes'."""
+    for value in ("0123", "null", "yes", "[a]", "'quoted'", "", " spaced "):
+        settings = settings_from_mapping(GOOD, "t", {"FLUSHER_POSTGRES_PASSWORD": value})
+        assert settings.postgres.password.get_secret_value() == value
+
+
+@pytest.mark.parametrize("value", ["ledgers_row_v2", "[unclosed", "{a: 1}", "[[a]]", "5"])
+def test_a_list_variable_that_is_no_list_is_named(value):
+    message = _error(GOOD, {"FLUSHER_FLUSH_TABLES": value})
+    assert "FLUSHER_FLUSH_TABLES: expects a list" in message
+
+
+def test_a_bad_environment_value_names_the_key_and_the_variable():
+    message = _error(GOOD, {"FLUSHER_FLUSH_CONCURRENCY": "many"})
+    assert "flush.concurrency (from FLUSHER_FLUSH_CONCURRENCY)" in message and "'many'" in message
+    assert "flush.tables.0 (from FLUSHER_FLUSH_TABLES)" in _error(GOOD, {"FLUSHER_FLUSH_TABLES": "[1]"})
+
+
+@pytest.mark.parametrize("name, suggestion", [
+    ("FLUSHER_FLUSH_CONCURENCY", "FLUSHER_FLUSH_CONCURRENCY"),
+    ("FLUSHER_POSTGRES_PASWORD", "FLUSHER_POSTGRES_PASSWORD"),
+    ("FLUSHER_DUCKLAK_DATA_PATH", "FLUSHER_DUCKLAKE_DATA_PATH"),
+    ("FLUSHER_DOWNSTREAM_0_PASWORD", "FLUSHER_DOWNSTREAM_0_PASSWORD"),
+    ("FLUSHER_DOWNSTREAM_PASWORD", "FLUSHER_DOWNSTREAM_PASSWORD"),
+    ("flusher_postgres_host", "FLUSHER_POSTGRES_HOST"),
+    ("FLUSHER_CONFG", "FLUSHER_CONFIG"),
+])
+def test_a_misspelled_variable_is_refused_like_a_misspelled_key(name, suggestion):
+    message = _error(GOOD, {name: "s3cr3t-value"})
+    assert f"{name}:" in message and f"did you mean {suggestion}?" in message
+    assert "s3cr3t-value" not in message, "the value of an unknown variable may be a secret"
+
+
+def test_every_setting_and_the_projects_other_variables_are_accepted():
+    from flusher.config import OTHER_ENV, settings_env_names
+
+    names = settings_env_names()
+    assert {"FLUSHER_POSTGRES_SCHEMA", "FLUSHER_POSTGRES_SCHEMA_NAME", "FLUSHER_DOWNSTREAM_PASSWORD",
+            "FLUSHER_DUCKLAKE_AWS_SECRET_ACCESS_KEY"} <= set(names)
+    others = {name: "x" for name in OTHER_ENV}
+    settings = settings_from_mapping(GOOD, "t", {**others, "FLUSHER_POSTGRES_SCHEMA": "hot", "PATH": "/bin",
+                                                 "NOT_FLUSHER_X": "1"})
+    assert settings.postgres.schema_name == "hot"
+    assert "FLUSHER_POSTGRES_SCHEMA_NAME" in _error(GOOD, {"FLUSHER_POSTGRES_SCHEMA": "a",
+                                                           "FLUSHER_POSTGRES_SCHEMA_NAME": "b"})
+    file_spelling = _with("postgres", schema_name="from_file")
+    assert settings_from_mapping(file_spelling, "t", {"FLUSHER_POSTGRES_SCHEMA": "env"}).postgres.schema_name == "env"
+
+
+def test_the_projects_flusher_variables_are_all_known():
+    """Every FLUSHER_* name the repository mentions is a setting or in OTHER_ENV (so none is refused by mistake)."""
+    import re
+
+    from flusher.config import OTHER_ENV, settings_env_names
+
+    known = set(settings_env_names()) | OTHER_ENV
+    found = set()
+    for path in [*ROOT.glob("*.md"), *ROOT.glob("*.example"), *ROOT.glob("*.yaml"), ROOT / "Makefile",
+                 *ROOT.glob("*/*.py"), *ROOT.glob("bench/**/*.py")]:
+        if path.name not in ("test_config.py", "test_config_fuzz.py"):  # they misspell names on purpose
+            text = "\n".join(line for line in path.read_text().splitlines() if "did you mean" not in line)
+            found |= set(re.findall(r"\bFLUSHER_[A-Z0-9_]*[A-Z0-9]\b", text))
+    placeholders = {"FLUSHER_SECTION_KEY", "FLUSHER_DOWNSTREAM_KEY"}
+    unknown = {n for n in found - known - placeholders if not re.match(r"FLUSHER_DOWNSTREAM_\d+_", n)
+               and not n.endswith(("_", "FLUSHER_DUCKLAKE_AWS"))}
+    assert not unknown, unknown
+
+
+def test_downstream_entries_from_the_environment():
+    env = {"FLUSHER_DOWNSTREAM_0_DSN": "host=silver dbname=s password=pw0", "FLUSHER_DOWNSTREAM_0_QUERY": "SELECT 1",
+           "FLUSHER_DOWNSTREAM_1_HOST": "gold", "FLUSHER_DOWNSTREAM_1_DATABASE": "g",
+           "FLUSHER_DOWNSTREAM_1_TABLE": "cp", "FLUSHER_DOWNSTREAM_1_COLUMN": "ledger",
+           "FLUSHER_DOWNSTREAM_1_PASSWORD": "pw1"}
+    consumers = settings_from_mapping(GOOD, "t", env).downstream
+    assert [c.describe() for c in consumers] == ["silver:5432/s", "gold:5432/g"]
+    listed = {**GOOD, "downstream": [{"host": "h", "database": "d", "query": "SELECT 1"}]}
+    assert settings_from_mapping(listed, "t", {"FLUSHER_DOWNSTREAM_0_PASSWORD": "p"}).downstream[0].password \
+        .get_secret_value() == "p"
+    assert "downstream is a list in the file" in _error(listed, {"FLUSHER_DOWNSTREAM_PASSWORD": "p"})
+    assert "do not mix" in _error(GOOD, {"FLUSHER_DOWNSTREAM_HOST": "h", "FLUSHER_DOWNSTREAM_0_HOST": "h"})
+    assert "downstream.0" in _error(GOOD, {"FLUSHER_DOWNSTREAM_0_PASSWORD": "p"}), "an entry with a password only"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a: 2020-13-45", "not valid YAML"), ("a: !!int abc", "not valid YAML"),
+    ("a: !!timestamp 2020-01-01x", "not valid YAML"), ("[" * 5000, "nested too deeply"),
+])
+def test_yaml_pyyaml_cannot_read_is_a_config_error(tmp_path, text, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(path, environ={})
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"postgres:\n  password: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(path, environ={})
+
+
+def test_a_block_over_a_section_that_is_not_a_mapping_is_named():
+    from flusher.settings_source import with_block_section
+
+    with pytest.raises(ConfigError, match="postgres: expected a mapping"):
+        with_block_section({"postgres": 5}, "postgres", {"host": "h"}, "c.yaml")
+    assert with_block_section({"postgres": None}, "postgres", {"host": "h"}, "c.yaml") == {"postgres": {"host": "h"}}
+
+
+def test_a_catalog_path_libpq_cannot_parse_is_not_quoted():
+    """libpq's parse error quotes the text ('missing "=" after "..."'), which may be the password."""
+    message = _error(_with("ducklake", catalog_path="host=db dbname=c password=Zq9SECRET garbage"))
+    assert "ducklake.catalog_path" in message and "Zq9SECRET" not in message and "garbage" not in message
+
+
+def test_the_catalog_is_described_without_its_password():
+    from flusher.config import describe_conninfo
+
+    assert describe_conninfo("postgresql://bob:Zq9SECRET@db.example:6543/catalog") == "bob@db.example:6543/catalog"
+    assert describe_conninfo("host=db dbname=c password='Zq 9SECRET'") == "db:5432/c"
+    assert describe_conninfo("dbname=c") == "local socket:5432/c"
+    assert "Zq9" not in describe_conninfo("not = a = dsn Zq9SECRET")
+
+
+def test_cli_exit_2_for_a_misspelled_variable_and_a_list_from_the_environment(tmp_path, monkeypatch, capsys):
+    from flusher.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    monkeypatch.setenv("FLUSHER_FLUSH_CONCURENCY", "3")
+    assert main(["status", "--config", str(path)]) == 2
+    assert "FLUSHER_FLUSH_CONCURENCY" in capsys.readouterr().err
+    monkeypatch.delenv("FLUSHER_FLUSH_CONCURENCY")
+    monkeypatch.setenv("FLUSHER_FLUSH_TABLES", "[ledgers_row_v9]")
+    assert main(["status", "--config", str(path)]) == 2, "the list now parses; the unknown table is a ConfigError"
+    assert "ledgers_row_v9" in capsys.readouterr().err

@@ -118,6 +118,6 @@ def test_an_unreachable_lake_catalog_fails_before_anything_is_deleted(hot):
     hot.config = write_config(hot, ducklake={"catalog_path": "host=127.0.0.1 port=1 dbname=catalog user=x password=s3cret"})
     result = hot.run_cli("flush")
     assert result.returncode == 1
-    assert "cannot attach the DuckLake catalog" in result.stderr
+    assert "cannot connect to the DuckLake catalog x@127.0.0.1:1/catalog" in result.stderr
     assert "s3cret" not in result.stderr + result.stdout
     assert hot.hot_count_at_or_below("ledgers_row_v2", 5) == 5

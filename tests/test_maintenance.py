@@ -126,7 +126,11 @@ def test_maintenance_skips_while_a_flush_holds_the_lock(hot):
         assert session.try_lock(lock_key("flusher_state"), 0)
         state = _maintain(hot)
         assert state.is_completed() and state.name == "Skipped", state
-        assert "a flush is running" in state.message
+        assert "another flusher process" in state.message, "a session that did not name its run"
+        session.announce("flush", "run-1")  # as mark_watermark does
+        state = _maintain(hot)
+        assert state.is_completed() and state.name == "Skipped", state
+        assert state.message.startswith("another flush is running (flow run run-1, PostgreSQL backend pid ")
     finally:
         session.close()
 

@@ -288,7 +288,7 @@ def test_health_turns_unhealthy_on_repeated_failures_lag_and_unreachable_servers
     probe, pool = _probe(hot.settings())
     try:
         status, body = probe.health()
-        assert status == 503 and any("DuckLake catalog unreachable" in r for r in body["reasons"])
+        assert status == 503 and any("DuckLake catalog u@127.0.0.1:1/c unreachable" in r for r in body["reasons"])
         assert "sekret" not in json.dumps(body)
     finally:
         pool.close()
