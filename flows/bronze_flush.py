@@ -28,7 +28,7 @@ from flusher.resources import RunResources
 from flusher.settings_source import resolve_settings
 from flusher.stuck import StuckRows, find_stuck_rows
 from flusher.takeover import go_checkpoint, plan_takeover, render_plan, takeover_floor
-from tasks.delete import DeleteOutcome, delete_flushed
+from tasks.delete import delete_flushed
 from tasks.flush import FlushOutcome, flush_table
 from tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
 from tasks.report import ProgressTracker, RunReport, emit_run_skipped, publish_report

@@ -193,6 +193,26 @@ def write_config(env: HotEnv, **sections: dict[str, Any]) -> Path:
     return path
 
 
+def wait_for_flusher_lock(env: HotEnv, timeout: float = 120) -> None:
+    """Wait until some process holds the flusher's advisory lock (a flush or maintenance that a test paused)."""
+    import time
+
+    from flusher.hot import lock_key
+
+    deadline = time.monotonic() + timeout
+    with env.connect() as conn:
+        while time.monotonic() < deadline:
+            held = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
+                (lock_key("flusher_state"),),
+            ).fetchone()[0]
+            if held:
+                return
+            time.sleep(0.1)
+    raise AssertionError("no process took the flusher lock")
+
+
 def flush(env: HotEnv, **params: Any):
     """One in-process flow run against the session's Prefect API; returns the final state."""
     from flows.bronze_flush import bronze_flush

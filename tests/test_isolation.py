@@ -7,12 +7,10 @@ import subprocess
 import sys
 import time
 
-import psycopg
 import pytest
 
 from flusher.embedded import create_hot_schema
-from flusher.hot import lock_key
-from tests.helpers import ENABLED, ROOT, flush, task_attempts, write_config
+from tests.helpers import ENABLED, ROOT, flush, task_attempts, wait_for_flusher_lock, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -61,21 +59,6 @@ def test_a_value_the_lake_rejects_fails_that_table_only(hot):
     assert hot.assert_exactly_once()["effects_row_v1"] == 30
 
 
-def _wait_for_lock(hot, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    with psycopg.connect(hot.uri, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            held = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
-                (lock_key("flusher_state"),),
-            ).fetchone()[0]
-            if held:
-                return
-            time.sleep(0.1)
-    raise AssertionError("the first flush never took the lock")
-
-
 def test_overlapping_flushes_never_interleave(hot):
     hot.load(1, 10)
     go_on = hot.tmp / "first-may-go-on"
@@ -84,7 +67,7 @@ def test_overlapping_flushes_never_interleave(hot):
     first = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "--config", str(hot.config)],
                              env={**os.environ, **env}, cwd=ROOT, stdout=first_log.open("w"), stderr=subprocess.STDOUT)
     try:
-        _wait_for_lock(hot)
+        wait_for_flusher_lock(hot)
         skipped = flush(hot)
         assert skipped.is_completed() and skipped.name == "Skipped", skipped
         assert "another flush is running" in skipped.message

@@ -9,13 +9,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from flusher.config import ConfigError, connection_reason, settings_from_mapping
-from flusher.hot import LockHolder, holder_name, lock_key
-from tests.helpers import ROOT, flush, write_config
+from flusher.hot import LockHolder, holder_name
+from tests.helpers import ROOT, flush, wait_for_flusher_lock, write_config
 
 SECRET = "Zq9xSECRETv7"
 
@@ -111,21 +110,6 @@ def test_a_health_port_in_use_is_a_config_error_naming_the_key():
 # --- with PostgreSQL and Prefect ----------------------------------------------------------------------------------
 
 
-def _wait_for_lock(hot, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with hot.connect() as conn:
-            held = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)",
-                (lock_key("flusher_state"),),
-            ).fetchone()[0]
-        if held:
-            return
-        time.sleep(0.2)
-    raise AssertionError("maintenance never took the lock")
-
-
 @pytest.mark.usefixtures("prefect_api")
 def test_a_flush_blocked_by_maintenance_says_maintenance_holds_the_lock(hot):
     hot.load(1, 5)
@@ -136,7 +120,7 @@ def test_a_flush_blocked_by_maintenance_says_maintenance_holds_the_lock(hot):
     maintenance = subprocess.Popen([sys.executable, "-m", "flusher.cli", "maintain", "--config", str(hot.config)],
                                    env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
-        _wait_for_lock(hot)
+        wait_for_flusher_lock(hot)
         hot.load(6, 5)
         skipped = flush(hot)
         assert skipped.name == "Skipped" and skipped.is_completed(), skipped
