@@ -13,6 +13,8 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
 )
 
+from flusher import secrets
+
 ENV_PREFIX = "FLUSHER_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -45,8 +47,8 @@ def with_session_options(conninfo: str, statement_timeout_seconds: int) -> str:
     return psycopg.conninfo.make_conninfo(**parts)
 
 
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message says which and what to do."""
+class ConfigError(secrets.MaskedMessage, ValueError):
+    """A configuration value is wrong; the message says which and what to do (never a secret: it is masked)."""
 
 
 class _Section(BaseModel):
@@ -166,8 +168,11 @@ class DuckLakeSettings(_Section):
         raw = value.get_secret_value().removeprefix("ducklake:").removeprefix("postgres:")
         try:
             parts = psycopg.conninfo.conninfo_to_dict(raw)
-        except psycopg.ProgrammingError as exc:
-            raise ValueError(f"not a PostgreSQL connection string ({exc}); use 'host=... dbname=...'") from None
+        except psycopg.ProgrammingError:  # libpq's reason quotes the string, password included: never shown
+            raise ValueError(
+                "not a PostgreSQL connection string; use 'host=... dbname=... password=...' (quote a value with "
+                "spaces: password='a b') or postgresql://user:password@host/dbname (percent-encode @ : / in it)"
+            ) from None
         if not parts.get("dbname"):
             raise ValueError("names no database; add dbname=... (or /dbname to the URI)")
         return SecretStr(raw)
@@ -424,7 +429,7 @@ _SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_acc
 def _explain(exc: ValidationError, source: str) -> ConfigError:
     lines = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
+        where = ".".join(_shown_key(p) for p in error["loc"])
         if error["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key (check the spelling against config.yaml.example)")
         elif error["type"] == "missing":
@@ -438,12 +443,33 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))
 
 
+def _shown_key(part: Any) -> str:
+    """A key as an error message may show it: a plain name or a list index; anything else might be a file's content."""
+    return str(part) if isinstance(part, int) or _IDENTIFIER.match(str(part)) else "<a key that is not a plain name>"
+
+
+def _check_is_config(raw: dict[str, Any], source: str) -> None:
+    """Refuse a document none of whose top-level keys is a known section, without echoing any of it.
+
+    A file that is not a flusher config (a run parameter may name any path) must not have its lines shown back as
+    "unknown key"s.
+    """
+    if raw and not set(map(str, raw)) & set(Settings.model_fields):
+        raise ConfigError(
+            f"{source} is not a flusher configuration: none of its top-level keys is a known section "
+            f"({', '.join(Settings.model_fields)}); nothing of it is shown"
+        )
+
+
 def settings_from_mapping(raw: dict[str, Any], source: str = "config", environ: dict[str, str] | None = None) -> Settings:
     """Validate a parsed config mapping (plus environment overrides) into Settings."""
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration in {source}: expected a mapping of sections, got {type(raw).__name__}")
+    _check_is_config(raw, source)
+    merged = _apply_env(raw, dict(os.environ if environ is None else environ))
+    secrets.remember_mapping(merged)  # before validation: a refused secret is masked in the error naming it
     try:
-        return Settings.model_validate(_apply_env(raw, dict(os.environ if environ is None else environ)))
+        return secrets.remember_settings(Settings.model_validate(merged))
     except ValidationError as exc:
         raise _explain(exc, source) from None
 
@@ -457,8 +483,12 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}; pass --config with an existing file") from None
     try:
         return yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # its message quotes the offending line: only the position is shown
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or ""
+        why = f": {problem}" if problem and not set(problem) & set("'\"`") else ""  # quotes would quote the file
+        raise ConfigError(f"config file {file} is not valid YAML{where}{why}") from None
 
 
 def load_settings(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:
