@@ -175,6 +175,8 @@ class DuckLakeSettings(_Section):
             ) from None
         if not parts.get("dbname"):
             raise ValueError("names no database; add dbname=... (or /dbname to the URI)")
+        if problem := secrets.uri_userinfo_problem(raw):
+            raise ValueError(problem)
         return SecretStr(raw)
 
     @field_validator("data_path")
@@ -289,6 +291,8 @@ class DownstreamConsumer(_Section):
             psycopg.conninfo.conninfo_to_dict(value.get_secret_value())
         except psycopg.ProgrammingError:
             raise ValueError("is not a PostgreSQL connection string; use 'host=... dbname=...' or postgresql://...") from None
+        if problem := secrets.uri_userinfo_problem(value.get_secret_value()):
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -120,11 +120,38 @@ def _conninfo_passwords(text: str) -> list[str]:
         raw = raw.removeprefix(prefix)
     if "=" not in raw and "://" not in raw:
         return []
+    # Our reading of a URI's userinfo, and its pieces: libpq splits an unencoded '/' '?' '#' '@' in the password
+    # into port, database or host, and error messages quote those.
+    ours = [m.secret for m in _parsed_secrets(raw)]
+    ours += [piece for secret in ours for piece in re.split(r"[/?#@:\s]+", secret) if len(piece) >= MIN_LENGTH]
     try:
         parts = psycopg.conninfo.conninfo_to_dict(raw)
-    except Exception:  # noqa: BLE001 - not a connection string: the parser below still looks at it
-        return [m.secret for m in _parsed_secrets(raw)]
-    return [str(parts[k]) for k in _CONNINFO_SECRET_WORDS if parts.get(k)]
+    except Exception:  # noqa: BLE001 - not a connection string: our reading is all there is
+        return ours
+    return ours + [str(parts[k]) for k in _CONNINFO_SECRET_WORDS if parts.get(k)]
+
+
+def uri_userinfo_problem(dsn: str) -> str | None:
+    """Why a postgresql:// URI's password would not reach the server as written (libpq reads an unencoded '/', '?',
+    '#' or '@' in it as the end of the userinfo, so the rest becomes host, port or database, and error messages
+    quote those), or None. Configuration validation refuses such a URI instead of using a piece of the password."""
+    import psycopg.conninfo
+
+    raw = dsn.strip().removeprefix("ducklake:").removeprefix("postgres:")
+    match = _SCHEME.match(raw)
+    if not match or not match.group(0).lower().startswith("postgres"):
+        return None
+    written = _uri_password(raw, match)
+    if written is None:
+        return None
+    try:
+        read = psycopg.conninfo.conninfo_to_dict(raw).get("password")
+    except Exception:  # noqa: BLE001 - unparsable: the caller's own check says so
+        return None
+    if read != written.secret:
+        return ("the URI's password holds a character libpq reads as a delimiter; percent-encode it "
+                "(@ %40, / %2F, ? %3F, # %23, : %3A, space %20)")
+    return None
 
 
 class _Found:

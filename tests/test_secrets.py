@@ -1,0 +1,303 @@
+"""No secret leaves the process: every form of every password, grepped wherever text goes (issue 14).
+
+The unit tests check the masking and the config loader; the slow ones run the CLI and a flow run against the real
+Prefect API with a distinctive fake password and a server that is unreachable, then grep stdout/stderr, the flow
+runs' and task runs' states, their logs, events and artifacts (read back from the API), the Prefect database files,
+`status`, /health and /metrics, the flusher's state tables and the lake folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flusher.config import ConfigError, load_settings, settings_from_mapping
+from tests.helpers import HotEnv, flush, write_config
+
+BASE = {"postgres": {"host": "db", "database": "hot"}, "ducklake": {"catalog_path": "host=db dbname=c", "data_path": "/l"}}
+
+
+# --- the masking itself --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, hidden", [
+    ("ATTACH 'ducklake:postgres:host=h user=u password=''Pa ss'' dbname=c' failed", ["Pa ss", "ss''"]),
+    ("host=h password='Quo\\'te d' dbname=c", ["Quo", "te d"]),
+    ("IO Error: cannot connect to postgresql://u:UriPw9@127.0.0.1:1/c", ["UriPw9"]),
+    ("to postgresql://u:Pct%40Pw%2F9@h/c and", ["Pct%40Pw%2F9", "Pct@Pw/9"]),
+    ("postgresql://u:un/enc@oded@h/c", ["un/enc", "oded@h"]),
+    ("(host=h password=plainPw9)", ["plainPw9"]),
+    ('{"password": "js on9", "x": 1}', ["js on9"]),
+    ("https://user:tok9@hooks.example.com/x", ["tok9"]),
+])
+def test_passwords_in_connection_strings_are_masked_by_parsing(text, hidden):
+    from flusher import secrets
+
+    masked = secrets.mask(text)
+    assert all(h not in masked for h in hidden), masked
+    assert secrets.MASK in masked
+
+
+def test_a_known_secret_is_masked_in_every_form_but_not_inside_a_longer_name():
+    from flusher import secrets
+
+    secrets.remember("postgresql://u:Kn%2Fown%27Pw%209@h/c")  # the password is "Kn/own'Pw 9"
+    forms = ["Kn/own'Pw 9", "Kn%2Fown%27Pw%209", "Kn/own\\'Pw 9", "Kn/own''Pw 9", '"Kn/own\'Pw 9"']
+    for form in forms:
+        assert "own" not in secrets.mask(f"x {form} y"), form
+    secrets.remember("secret")  # a weak password still leaves words that contain it alone
+    assert secrets.mask("aws_secret_access_key was secret") == "aws_secret_access_key was ********"
+
+
+def test_ordinary_messages_are_left_alone():
+    from flusher import secrets
+
+    text = "cannot connect to PostgreSQL u@h:5432/db: refused. Check postgres.host/port/user/password"
+    assert secrets.mask(text) == text
+
+
+def test_a_log_record_is_masked_message_arguments_and_traceback(caplog):
+    import logging
+
+    from flusher import secrets
+
+    secrets.install_log_masking()
+    logger = logging.getLogger("postgres_ducklake_flusher.test")
+    try:
+        raise RuntimeError("attach failed: postgresql://u:LogPw7x@h/c")
+    except RuntimeError:
+        logger.exception("could not attach %s", "host=h password='Log Arg7y'")
+    text = caplog.text
+    assert "LogPw7x" not in text and "Arg7y" not in text and "could not attach" in text
+
+
+# --- config loading: no secret in an error, no content of a file that is not a config ---------------------------
+
+@pytest.mark.parametrize("where", ["file", "env"])
+def test_an_unparsable_catalog_dsn_is_not_echoed(tmp_path, where):
+    bad = "host=db dbname=c password=BadA7f3q9 BadB8k2w1"
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    environ = {}
+    if where == "file":
+        raw["ducklake"]["catalog_path"] = bad
+    else:
+        environ["FLUSHER_DUCKLAKE_CATALOG_PATH"] = bad
+    with pytest.raises(ConfigError, match="ducklake.catalog_path: not a PostgreSQL connection string") as caught:
+        settings_from_mapping(raw, "config.yaml", environ)
+    assert "BadA7f3q9" not in str(caught.value) and "BadB8k2w1" not in str(caught.value)
+
+
+def test_a_file_that_is_not_a_config_is_not_echoed(tmp_path):
+    shadow = tmp_path / "shadow"
+    shadow.write_text("root: $6$ShadowHashA7f3q9:19000:0\ndaemon: '*:19000:0:99999:7:::'\n")
+    with pytest.raises(ConfigError, match="not a flusher configuration") as caught:
+        load_settings(shadow)
+    assert "ShadowHash" not in str(caught.value) and "daemon" not in str(caught.value)
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("postgres:\n  host: db\n  password: [UnclosedA7f3q9\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line") as caught:
+        load_settings(broken)
+    assert "UnclosedA7f3q9" not in str(caught.value)
+
+    odd_keys = tmp_path / "odd.yaml"
+    odd_keys.write_text(yaml.safe_dump({**BASE, "vacuum": {"key with KeyA7f3q9 in it": 1, "typo_key": 2}}))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(odd_keys)
+    assert "KeyA7f3q9" not in str(caught.value) and "vacuum.typo_key: unknown key" in str(caught.value)
+
+
+def test_a_run_parameter_may_only_name_the_configured_file_or_a_file_in_the_config_dir(tmp_path):
+    from flusher.settings_source import allowed_config_path
+
+    allowed_dir = tmp_path / "configs"
+    allowed_dir.mkdir()
+    (allowed_dir / "a.yaml").write_text("x")
+    (allowed_dir / "link.yaml").symlink_to("/etc/passwd")
+    main = tmp_path / "main.yaml"
+    environ = {"FLUSHER_CONFIG": str(main), "FLUSHER_CONFIG_DIR": str(allowed_dir)}
+    assert allowed_config_path(str(main), environ) == main.resolve()
+    assert allowed_config_path(str(allowed_dir / "a.yaml"), environ) == (allowed_dir / "a.yaml").resolve()
+    for path in ["/etc/passwd", str(allowed_dir / ".." / "main2.yaml"), str(allowed_dir / "link.yaml"),
+                 str(allowed_dir), str(tmp_path / "configs-evil" / "a.yaml")]:
+        with pytest.raises(ConfigError, match="refused, and not read"):
+            allowed_config_path(path, environ)
+    with pytest.raises(ConfigError, match="FLUSHER_CONFIG_DIR is not set"):
+        allowed_config_path("/etc/passwd", {})
+
+
+def test_the_webhook_url_becomes_a_template_and_secrets():
+    from flusher.alerts import webhook_template
+
+    template, values = webhook_template("https://u:p@hooks.example.com:8443/services/T0/B0/TokA7f3q9?key=KeyA7f3q9")
+    assert template == "https://{{ webhook_userinfo }}@hooks.example.com:8443{{ webhook_path }}"
+    assert values == {"webhook_userinfo": "u:p", "webhook_path": "/services/T0/B0/TokA7f3q9?key=KeyA7f3q9"}
+    assert webhook_template("http://127.0.0.1:9/") == ("http://127.0.0.1:9/", {})
+
+
+# --- end to end: the CLI and flow runs against the real Prefect API -----------------------------------------------
+
+@dataclass
+class Form:
+    """One way a secret reaches the flusher, and the distinctive strings that must never come back."""
+
+    name: str
+    sections: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    hidden: list[str] = field(default_factory=list)
+    valid: bool = True  # the config loads (False: a configuration error names the key)
+
+
+UNREACHABLE = "127.0.0.1 port=1"
+FORMS = [
+    Form("uri", {"ducklake": {"catalog_path": "postgresql://flusher:UriPwA7f3q9@127.0.0.1:1/cat"}},
+         hidden=["UriPwA7f3q9"]),
+    # libpq would read the unencoded '/' as the end of the host: "UriA7f3q9" became the port, in DuckDB's error.
+    Form("uri-unencoded", {"ducklake": {"catalog_path": "postgresql://flusher:UriA7f3q9/UriB8k2w1@127.0.0.1:1/cat"}},
+         hidden=["UriA7f3q9", "UriB8k2w1"], valid=False),
+    Form("percent-encoded-uri",
+         {"ducklake": {"catalog_path": "postgresql://flusher:PctA7f3q9%40x%2F%20PctB8k2w1@127.0.0.1:1/cat"}},
+         hidden=["PctA7f3q9", "PctB8k2w1"]),
+    Form("quoted-with-space", {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password='QuoA7f3q9 QuoB8k2w1'"}},
+         hidden=["QuoA7f3q9", "QuoB8k2w1"]),
+    Form("unquoted-bad-value", {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password=BadA7f3q9 BadB8k2w1"}},
+         hidden=["BadA7f3q9", "BadB8k2w1"], valid=False),
+    Form("environment", env={"FLUSHER_DUCKLAKE_CATALOG_PATH": f"host={UNREACHABLE} dbname=cat password=EnvA7f3q9 EnvB8k2w1"},
+         hidden=["EnvA7f3q9", "EnvB8k2w1"], valid=False),
+    Form("s3-keys", {"ducklake": {"data_path": "s3://bronze/lake/", "aws_access_key_id": "S3KeyIdA7f3q9",
+                                  "aws_secret_access_key": "S3SecretA7f3q9", "aws_endpoint": "127.0.0.1:1",
+                                  "aws_region": "us-east-1", "aws_url_style": "path", "aws_use_ssl": False}},
+         hidden=["S3SecretA7f3q9", "S3KeyIdA7f3q9"]),
+    Form("downstream", {"downstream": [
+        {"name": "silver", "dsn": "postgresql://silver:DsnPwA7f3q9@127.0.0.1:1/s", "table": "t", "column": "c",
+         "connect_timeout_seconds": 2},
+        {"name": "gold", "host": "127.0.0.1", "port": 1, "database": "g", "user": "g", "password": "DsHostA7f3q9",
+         "table": "t", "column": "c", "connect_timeout_seconds": 2},
+    ]}, hidden=["DsnPwA7f3q9", "DsHostA7f3q9"]),
+]
+
+
+def _leaks(text: str, hidden: list[str]) -> list[str]:
+    return [h for h in hidden if h in text]
+
+
+def _api_text(since: datetime, flow_run_id: Any) -> str:
+    """Everything the Prefect API holds since `since`: flow and task runs (states), logs, artifacts, events."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, LogFilter, LogFilterTimestamp
+    from prefect.events.filters import EventFilter, EventOccurredFilter, EventResourceFilter
+
+    texts = []
+    with get_client(sync_client=True) as client:
+        # Prefect persists events a little later: wait for this run's final state event, then read them all.
+        deadline = time.monotonic() + 60
+        mine = EventFilter(occurred=EventOccurredFilter(since=since),
+                           resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]))
+        while time.monotonic() < deadline:
+            page = client.read_events(mine, limit=50)
+            if any(e.event.split(".")[-1] in ("Failed", "Completed", "Crashed", "Skipped") for e in page.events):
+                break
+            time.sleep(0.5)
+        time.sleep(1.5)  # the logs of the last lines, in their batch
+        page = client.read_events(EventFilter(occurred=EventOccurredFilter(since=since)), limit=50)
+        while True:
+            texts += [e.model_dump_json() for e in page.events]
+            if not page.next_page:
+                break
+            page = client.read_events_page(page.next_page)
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)))
+        texts += [r.model_dump_json() for r in runs]
+        texts += [t.model_dump_json() for t in client.read_task_runs(
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)))]
+        offset = 0
+        while True:
+            logs = client.read_logs(LogFilter(timestamp=LogFilterTimestamp(after_=since)), limit=200, offset=offset)
+            texts += [log.model_dump_json() for log in logs]
+            if len(logs) < 200:
+                break
+            offset += 200
+        texts += [a.model_dump_json() for a in client.read_artifacts(limit=200)]
+    assert any(str(flow_run_id) in t for t in texts), "the flow run is in the API"
+    return "\n".join(texts)
+
+
+def _files_text(*folders: Path) -> str:
+    """The bytes of every file under the folders, as text (the Prefect database, the lake)."""
+    out = []
+    for folder in folders:
+        for path in folder.rglob("*") if folder.exists() else []:
+            if path.is_file():
+                out.append(path.read_bytes().decode("utf-8", errors="replace"))
+    return "\n".join(out)
+
+
+def _state_tables_text(hot: HotEnv) -> str:
+    rows = hot.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'flusher_state'"
+    )
+    return "\n".join(str(hot.execute(f'SELECT row_to_json(t)::text FROM flusher_state."{name}" t'))
+                     for (name,) in rows)
+
+
+def _health_text(hot: HotEnv) -> str:
+    """/health and /metrics of a health server on this config."""
+    from flusher.health import HealthProbe, HealthServer
+    from flusher.hot import make_pool
+
+    settings = hot.settings()
+    with make_pool(settings.postgres) as pool:
+        server = HealthServer(HealthProbe(settings, pool, lambda: None), "127.0.0.1", 0)
+        server.start()
+        try:
+            return "\n".join(
+                _get(f"http://127.0.0.1:{server.port}{path}") for path in ("/health", "/metrics"))
+        finally:
+            server.stop()
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.read().decode()
+    except urllib.error.HTTPError as exc:  # 503 when unhealthy: its body is what we grep
+        return exc.read().decode()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+@pytest.mark.parametrize("form", FORMS, ids=[f.name for f in FORMS])
+def test_no_secret_leaves_the_process(hot, form, monkeypatch):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    hot.config = write_config(hot, **form.sections)
+    hot.load(1, 2)
+    seen: dict[str, str] = {}
+
+    # The CLI: its own output, and (flush) a flow run in a child process that reports to the same API.
+    for command in ("flush", "status") + (("init",) if form.valid else ()):
+        result = hot.run_cli(command, env=form.env)
+        seen[f"cli {command} (exit {result.returncode})"] = result.stdout + result.stderr
+        assert result.returncode in (0, 1, 2)
+        if not form.valid:
+            assert result.returncode == 2 and "ducklake.catalog_path" in result.stderr, result.stderr
+    # A flow run in this process.
+    for name, value in form.env.items():
+        monkeypatch.setenv(name, value)
+    state = flush(hot)
+    assert not state.is_completed() or state.name == "Skipped", state
+    seen["flow state"] = f"{state.name}: {state.message}"
+    seen["Prefect API"] = _api_text(since, state.state_details.flow_run_id)
+    seen["Prefect database"] = _files_text(Path(os.environ["PREFECT_HOME"]))
+    seen["lake folder"] = _files_text(hot.tmp / "lake")
+    seen["state tables"] = _state_tables_text(hot)
+    if form.valid:
+        seen["/health and /metrics"] = _health_text(hot)
+    leaks = {where: _leaks(text, form.hidden) for where, text in seen.items() if _leaks(text, form.hidden)}
+    assert not leaks, f"{form.name}: secrets leaked in {leaks}"
