@@ -301,3 +301,125 @@ def test_no_secret_leaves_the_process(hot, form, monkeypatch):
         seen["/health and /metrics"] = _health_text(hot)
     leaks = {where: _leaks(text, form.hidden) for where, text in seen.items() if _leaks(text, form.hidden)}
     assert not leaks, f"{form.name}: secrets leaked in {leaks}"
+
+
+# --- config_path: a run parameter reads no file it should not, and echoes nothing of one --------------------------
+
+SHADOW = "root:$6$ShadowA7f3q9$x:19000:0:99999:7:::\nkey with spaces ShadowB8k2w1: yes\napi_token: ShadowC9m4v2\n"
+
+
+def _flow_run_text(flow_run_id: Any) -> str:
+    """The flow run (state message) and its logs, read back from the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    time.sleep(1.5)  # the last log batch
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join([run.model_dump_json(), *(log.message for log in logs)])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_a_file_that_is_not_a_config_echoes_nothing_in_a_flow_run(hot, tmp_path):
+    secretish = tmp_path / "shadow"
+    secretish.write_text(SHADOW)
+    from flows.bronze_flush import bronze_flush
+
+    for path in (secretish, Path("/etc/passwd")):
+        state = bronze_flush(config_path=str(path), return_state=True)
+        assert state.is_failed(), state
+        assert "not a flusher configuration" in state.message or "expected a mapping" in state.message, state.message
+        text = _flow_run_text(state.state_details.flow_run_id)
+        leaked = [word for word in ("ShadowA7f3q9", "ShadowB8k2w1", "ShadowC9m4v2", "root:", "/bin/") if word in text]
+        assert not leaked, leaked
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.usefixtures("prefect_api")
+def test_a_deployment_run_reads_its_config_only_from_flusher_config_or_the_config_dir(hot, tmp_path):
+    """A run started through the API (as anyone allowed to start runs can) names config_path=/etc/passwd or a file
+    outside $FLUSHER_CONFIG_DIR: refused without reading it. The worker's own $FLUSHER_CONFIG still works."""
+    import subprocess
+    import sys
+
+    from prefect.deployments import run_deployment
+
+    from flusher.deployment_spec import load_deployment
+    from flusher.service import build_deployment
+    from tests.helpers import ROOT
+
+    secretish = tmp_path / "shadow.yaml"
+    secretish.write_text(SHADOW)
+    allowed = tmp_path / "configs"
+    allowed.mkdir()
+    (allowed / "other.yaml").write_text(hot.config.read_text())
+    (allowed / "sneaky.yaml").symlink_to(secretish)
+    worker_env = {**os.environ, "FLUSHER_CONFIG": str(hot.config), "FLUSHER_CONFIG_DIR": str(allowed)}
+    build_deployment(load_deployment(ROOT / "prefect.yaml"), hot.config).apply()
+
+    def run(config_path: str) -> Any:
+        flow_run = run_deployment("bronze-flush/bronze-flush", parameters={"config_path": config_path}, timeout=0)
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "execute", str(flow_run.id)], cwd=ROOT,
+                              env=worker_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode in (0, 1), f"{time.monotonic() - started:.0f}s: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+        return flow_run.id
+
+    try:
+        for accepted in (str(allowed / "other.yaml"),):
+            text = _flow_run_text(run(accepted))
+            assert "nothing to flush" in text and "refused" not in text, text[:2000]
+        # (each run takes a worker's start; the other refusals, /etc/passwd, '..', are unit-tested above)
+        for refused in (str(allowed / "sneaky.yaml"),):
+            flow_run_id = run(refused)
+            text = _flow_run_text(flow_run_id)
+            assert "refused, and not read" in text, text[:2000]
+            leaked = [w for w in ("ShadowA7f3q9", "ShadowB8k2w1", "ShadowC9m4v2", "root:", "/bin/") if w in text]
+            assert not leaked, leaked
+    finally:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(client.read_deployment_by_name("bronze-flush/bronze-flush").id)
+
+
+# --- the alert webhook's token: from the environment, stored as a block secret ------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_the_webhook_token_comes_from_the_environment_and_is_stored_as_a_secret(hot):
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+
+    from tests.helpers import ENABLED
+    from tests.webhook import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    token_path = "/hook/T0/TokA7f3q9?key=KeyB8k2w1"
+    url = receiver.url.removesuffix("/hook") + token_path
+    try:
+        made = hot.run_cli("alerts", "--interval-seconds", "5", env={"FLUSHER_ALERT_WEBHOOK_URL": url})
+        assert made.returncode == 0, made.stderr
+        assert "TokA7f3q9" not in made.stdout + made.stderr
+        with get_client(sync_client=True) as client:
+            stored = client.read_block_document_by_name("flusher-alerts", "custom-webhook", include_secrets=False)
+        assert stored.data["url"] == receiver.url.removesuffix("/hook") + "{{ webhook_path }}", stored.data["url"]
+        assert "TokA7f3q9" not in stored.model_dump_json() and "KeyB8k2w1" not in stored.model_dump_json()
+
+        hot.config = write_config(hot, flush={"tables": ENABLED})  # named, a missing table fails
+        hot.execute("DROP TABLE offers_snapshot_v1")
+        hot.load(1, 3, tables=["ledgers_row_v2"])
+        assert flush(hot).is_failed()
+        receiver.wait_for("table offers_snapshot_v1 failed")
+        assert token_path in receiver.paths, receiver.paths  # Prefect filled the template from the block's secrets
+    finally:
+        receiver.stop()
+        for name in ("bronze-flush run failed", "bronze-flush table failed", "bronze-flush stale",
+                     "bronze-flush blocked by downstream"):
+            try:
+                Automation.read(name=name).delete()
+            except ValueError:
+                pass
