@@ -69,8 +69,8 @@ def ensure_webhook_block(name: str, url: str | None) -> UUID:
     from flusher.secrets import remember
 
     if url:
-        remember(url, *webhook_template(url)[1].values())  # never printed by this process either
         template, secrets = webhook_template(url)
+        remember(url, *secrets.values())  # never printed by this process either
         block = CustomWebhookNotificationBlock(
             name="postgres-ducklake-flusher",
             url=template,
