@@ -261,7 +261,9 @@ def _bronze_flush(
     takeover: bool,
 ) -> State:
     started = time.perf_counter()
-    settings: Settings = resolve_settings(config_path, postgres_block, ducklake_block, restricted=started_from_deployment())
+    settings: Settings = resolve_settings(
+        config_path, postgres_block, ducklake_block, restricted=started_from_deployment()
+    )
     specs = selected_tables(settings.flush, tables)
     cap = settings.flush.max_ledgers_per_run if max_ledgers_per_run is None else max_ledgers_per_run
     if takeover and dry_run:

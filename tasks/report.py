@@ -184,7 +184,9 @@ def emit_table_failed(mark: Mark, line: TableLine) -> None:
     emit_event(
         event="flusher.table.failed",
         resource={"prefect.resource.id": f"postgres-ducklake-flusher.table.{line.table}", "prefect.resource.name": line.table},
-        payload=mask_any({"table": line.table, "watermark": mark.watermark, "batch": mark.batch_id, "error": line.error}),
+        payload=mask_any(
+            {"table": line.table, "watermark": mark.watermark, "batch": mark.batch_id, "error": line.error}
+        ),
     )
 
 

@@ -23,7 +23,8 @@ import yaml
 from flusher.config import ConfigError, load_settings, settings_from_mapping
 from tests.helpers import HotEnv, flush, write_config
 
-BASE = {"postgres": {"host": "db", "database": "hot"}, "ducklake": {"catalog_path": "host=db dbname=c", "data_path": "/l"}}
+BASE = {"postgres": {"host": "db", "database": "hot"},
+        "ducklake": {"catalog_path": "host=db dbname=c", "data_path": "/l"}}
 
 
 # --- the masking itself --------------------------------------------------------------------------------------------
@@ -53,8 +54,9 @@ def test_a_known_secret_is_masked_in_every_form_but_not_inside_a_longer_name():
     forms = ["Kn/own'Pw 9", "Kn%2Fown%27Pw%209", "Kn/own\\'Pw 9", "Kn/own''Pw 9", '"Kn/own\'Pw 9"']
     for form in forms:
         assert "own" not in secrets.mask(f"x {form} y"), form
-    secrets.remember("secret")  # a weak password still leaves words that contain it alone
-    assert secrets.mask("aws_secret_access_key was secret") == "aws_secret_access_key was ********"
+    # a weak password still leaves words that contain it alone (given as `extra`: remembering it would mask the word
+    # "secret" in every later test of this process)
+    assert secrets.mask("aws_secret_access_key was secret", "secret") == "aws_secret_access_key was ********"
 
 
 def test_ordinary_messages_are_left_alone():
@@ -166,11 +168,14 @@ FORMS = [
     Form("percent-encoded-uri",
          {"ducklake": {"catalog_path": "postgresql://flusher:PctA7f3q9%40x%2F%20PctB8k2w1@127.0.0.1:1/cat"}},
          hidden=["PctA7f3q9", "PctB8k2w1"]),
-    Form("quoted-with-space", {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password='QuoA7f3q9 QuoB8k2w1'"}},
+    Form("quoted-with-space",
+         {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password='QuoA7f3q9 QuoB8k2w1'"}},
          hidden=["QuoA7f3q9", "QuoB8k2w1"]),
-    Form("unquoted-bad-value", {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password=BadA7f3q9 BadB8k2w1"}},
+    Form("unquoted-bad-value",
+         {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password=BadA7f3q9 BadB8k2w1"}},
          hidden=["BadA7f3q9", "BadB8k2w1"], valid=False),
-    Form("environment", env={"FLUSHER_DUCKLAKE_CATALOG_PATH": f"host={UNREACHABLE} dbname=cat password=EnvA7f3q9 EnvB8k2w1"},
+    Form("environment",
+         env={"FLUSHER_DUCKLAKE_CATALOG_PATH": f"host={UNREACHABLE} dbname=cat password=EnvA7f3q9 EnvB8k2w1"},
          hidden=["EnvA7f3q9", "EnvB8k2w1"], valid=False),
     Form("s3-keys", {"ducklake": {"data_path": "s3://bronze/lake/", "aws_access_key_id": "S3KeyIdA7f3q9",
                                   "aws_secret_access_key": "S3SecretA7f3q9", "aws_endpoint": "127.0.0.1:1",
@@ -365,7 +370,8 @@ def test_a_deployment_run_reads_its_config_only_from_flusher_config_or_the_confi
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "execute", str(flow_run.id)], cwd=ROOT,
                               env=worker_env, capture_output=True, text=True, timeout=120)
-        assert done.returncode in (0, 1), f"{time.monotonic() - started:.0f}s: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+        took = time.monotonic() - started
+        assert done.returncode in (0, 1), f"{took:.0f}s: {done.stdout[-2000:]} {done.stderr[-2000:]}"
         return flow_run.id
 
     try:
