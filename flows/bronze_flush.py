@@ -25,6 +25,7 @@ from flusher.downstream import DownstreamBlocked
 from flusher.hot import Mark, connect, ledger_columns, ledger_type_refusal
 from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables, unselected_tables
 from flusher.resources import RunResources
+from flusher.secrets import install_log_masking, mask_state, masked_errors
 from flusher.settings_source import resolve_settings
 from flusher.stuck import StuckRows, find_stuck_rows
 from flusher.takeover import go_checkpoint, plan_takeover, render_plan, takeover_floor
@@ -32,9 +33,11 @@ from tasks.delete import delete_flushed
 from tasks.flush import FlushOutcome, flush_table
 from tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
 from tasks.report import ProgressTracker, RunReport, emit_run_skipped, publish_report
+from tasks.run_context import started_from_deployment
 from tasks.vacuum import vacuum_tables
 from tasks.watermark import FlushLocked, mark_watermark
 
+install_log_masking()  # every log line of a flow run is masked, whoever logs it
 Key = TypeVar("Key")
 # The flow's `tables` parameter accepts only known names: its schema enumerates them, so the Prefect API refuses a
 # deployment run with a typo before any flow run exists (deployments enforce their parameter schema).
@@ -251,8 +254,25 @@ def bronze_flush(
     that the lake already holds are deleted from PostgreSQL without being copied again; when every table is
     confirmed, the state records that it adopted the lake. With dry_run, reports what it would do.
     """
+    with masked_errors():  # the state message and the logs leave the process: no secret in them
+        return mask_state(_bronze_flush(
+            config_path, tables, dry_run, max_ledgers_per_run, postgres_block, ducklake_block, takeover
+        ))
+
+
+def _bronze_flush(
+    config_path: str | None,
+    tables: list[str] | None,
+    dry_run: bool,
+    max_ledgers_per_run: int | None,
+    postgres_block: str | None,
+    ducklake_block: str | None,
+    takeover: bool,
+) -> State:
     started = time.perf_counter()
-    settings: Settings = resolve_settings(config_path, postgres_block, ducklake_block)
+    settings: Settings = resolve_settings(
+        config_path, postgres_block, ducklake_block, restricted=started_from_deployment()
+    )
     specs = selected_tables(settings.flush, tables)
     cap = settings.flush.max_ledgers_per_run if max_ledgers_per_run is None else max_ledgers_per_run
     if takeover and dry_run:

@@ -10,8 +10,12 @@ from flusher import failpoints
 from flusher.hot import lock_key
 from flusher.lake import LakeSession
 from flusher.resources import RunResources
+from flusher.secrets import install_log_masking, mask_state, masked_errors
 from flusher.settings_source import resolve_settings
 from tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
+from tasks.run_context import started_from_deployment
+
+install_log_masking()  # every log line of a flow run is masked, whoever logs it
 
 
 @flow(
@@ -27,7 +31,14 @@ def bronze_maintenance(
     ducklake_block: str | None = None,
 ) -> State:
     """One maintenance pass; never alongside a flush, never while a lake commit awaits its delete."""
-    settings = resolve_settings(config_path, postgres_block, ducklake_block)
+    with masked_errors():  # the state message and the logs leave the process: no secret in them
+        return mask_state(_bronze_maintenance(config_path, dry_run, postgres_block, ducklake_block))
+
+
+def _bronze_maintenance(
+    config_path: str | None, dry_run: bool, postgres_block: str | None, ducklake_block: str | None
+) -> State:
+    settings = resolve_settings(config_path, postgres_block, ducklake_block, restricted=started_from_deployment())
     logger = get_run_logger()
     with RunResources.open(settings) as res:
         key = lock_key(settings.flush.state_schema)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flusher.lake import COMMIT_AUTHOR, LakeSession
+from flusher.secrets import MaskedMessage
 from flusher.state import StateIdentity, StateStore
 from flusher.transfer import LabelOwner
 
@@ -30,7 +31,7 @@ TAKEOVER_HINT = (
 _SHOWN = 10  # snapshots and batches named in a message, at most
 
 
-class TakeoverRequired(RuntimeError):
+class TakeoverRequired(MaskedMessage, RuntimeError):
     """The lake holds data or commits this state did not write; flushing could delete or duplicate them."""
 
 

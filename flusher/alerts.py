@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -11,27 +13,79 @@ import yaml
 from flusher.config import ConfigError
 
 DEFAULT_BLOCK = "flusher-alerts"
+WEBHOOK_URL_ENV = "FLUSHER_ALERT_WEBHOOK_URL"
+# Names of the block's secret values that the URL template refers to (CustomWebhookNotificationBlock.secrets).
+USERINFO, PATH = "webhook_userinfo", "webhook_path"
+
+
+def webhook_url_from(argument: str | None, env_name: str | None, environ: dict[str, str] | None = None) -> str | None:
+    """The webhook URL: --webhook-url, else the variable --webhook-url-env names, else $FLUSHER_ALERT_WEBHOOK_URL.
+
+    The environment keeps the URL's token off the command line (`ps` shows every process's arguments).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if argument:
+        return argument
+    if env_name:
+        if not environ.get(env_name):
+            raise ConfigError(f"--webhook-url-env {env_name}: that environment variable is not set or empty")
+        return environ[env_name]
+    return environ.get(WEBHOOK_URL_ENV) or None
+
+
+def webhook_template(url: str) -> tuple[str, dict[str, str]]:
+    """The URL as a template the block stores in the clear, and the secret parts it refers to.
+
+    Only scheme and host:port stay visible; the userinfo and the path with its query string (where webhook
+    services put their token: /services/T0/B0/XXXX, ?token=...) become `{{webhook_userinfo}}`/`{{webhook_path}}`,
+    which Prefect fills from the block's SecretDict when it sends (prefect.utilities.templating.apply_values).
+    """
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc.rsplit("@", 1)[-1]:
+        raise ConfigError("the webhook URL must be an http:// or https:// URL with a host")
+    userinfo, at, host = parts.netloc.rpartition("@")
+    template, secrets = f"{parts.scheme}://", {}
+    if at:
+        secrets[USERINFO] = userinfo
+        template += "{{ %s }}@" % USERINFO
+    template += host
+    rest = parts.path + (f"?{parts.query}" if parts.query else "")
+    if rest.strip("/"):
+        secrets[PATH] = rest
+        template += "{{ %s }}" % PATH
+    else:
+        template += rest
+    return template, secrets
 
 
 def ensure_webhook_block(name: str, url: str | None) -> UUID:
-    """The notification block's id; with a URL, create or update a custom webhook block of that name first."""
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    """The notification block's id; with a URL, create or update a custom webhook block of that name first.
+
+    The URL's token is stored as a secret of the block (masked in the UI and the API), never in its `url` field.
+    """
     from prefect.blocks.core import Block
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from flusher.secrets import remember
 
     if url:
+        template, secrets = webhook_template(url)
+        remember(url, *secrets.values())  # never printed by this process either
         block = CustomWebhookNotificationBlock(
             name="postgres-ducklake-flusher",
-            url=url,
+            url=template,
             method="POST",
             json_data={"subject": "{{subject}}", "body": "{{body}}"},
             allow_private_urls=True,
+            secrets=secrets,
         )
         return block.save(name, overwrite=True)
     try:
         return Block.load(f"custom-webhook/{name}")._block_document_id
     except ValueError:
         raise ConfigError(
-            f"no notification block {name!r}: pass --webhook-url to create a webhook block, or create one "
+            f"no notification block {name!r}: set ${WEBHOOK_URL_ENV} (or pass --webhook-url-env NAME) to create a "
+            "webhook block, or create one "
             "(Slack, Teams, e-mail, ...) of that name in the Prefect UI and pass --notify-block"
         ) from None
 

@@ -6,9 +6,11 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from typing import Sequence
 
 from flusher.config import ConfigError, Settings
+from flusher.secrets import MaskingStream, install_log_masking, mask
 
 DESCRIPTION = """\
 Move Stellar Hubble tables from a PostgreSQL hot buffer into a DuckLake Bronze layer, exactly once.
@@ -159,12 +161,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     """Create or update the failure automations (automations/*.yaml) and their notification block."""
     from pathlib import Path
 
-    from flusher.alerts import ensure_webhook_block, install_alerts
+    from flusher.alerts import ensure_webhook_block, install_alerts, webhook_url_from
     from flusher.deployment_spec import effective_interval, load_deployment
 
     settings = _settings(args)
     interval = args.interval_seconds or effective_interval(load_deployment(Path(args.prefect_yaml)), settings)
-    block_id = ensure_webhook_block(args.notify_block, args.webhook_url)
+    block_id = ensure_webhook_block(args.notify_block, webhook_url_from(args.webhook_url, args.webhook_url_env))
     for line in install_alerts(Path(args.automations), block_id, interval):
         print(line)
     return 0
@@ -211,7 +213,11 @@ def parser() -> argparse.ArgumentParser:
     alerts = command("alerts", cmd_alerts, "install the failure automations in Prefect")
     alerts.add_argument("--automations", default="automations", metavar="DIR")
     alerts.add_argument("--notify-block", default="flusher-alerts", metavar="NAME", help="notification block to send to")
-    alerts.add_argument("--webhook-url", metavar="URL", help="create/update a webhook block of that name posting here")
+    alerts.add_argument("--webhook-url-env", metavar="NAME",
+                        help="create/update a webhook block of that name posting to the URL in this environment "
+                             "variable (default: $FLUSHER_ALERT_WEBHOOK_URL when set); its token is stored as a secret")
+    alerts.add_argument("--webhook-url", metavar="URL",
+                        help="as --webhook-url-env, but the URL (and its token) shows in `ps` while this runs")
     alerts.add_argument("--prefect-yaml", default="prefect.yaml", metavar="FILE")
     alerts.add_argument("--interval-seconds", type=int, help=argparse.SUPPRESS)  # tests only
     demo = command("demo", cmd_demo, "flush synthetic data from an embedded PostgreSQL into a local lake", config=False)
@@ -224,16 +230,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # never phone home from a data service
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow machines: no API URL set
     args = parser().parse_args(argv)
+    # Whatever this process prints or logs (Prefect's console too) passes through the secret masking.
+    install_log_masking()
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = MaskingStream(sys.stdout), MaskingStream(sys.stderr)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("httpx", "httpcore", "pgserver", "docket"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # our errors carry their own context; no traceback for expected failures
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception:  # noqa: BLE001 - a bug: the traceback, but printed here, through the masking
+        print(mask(traceback.format_exc()), file=sys.stderr)
         return 1
 
 

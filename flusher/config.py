@@ -17,6 +17,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from flusher import secrets
+
 ENV_PREFIX = "FLUSHER_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Upper bounds, so a value that validates also works where it goes: PostgreSQL's timeouts are int milliseconds,
@@ -56,8 +58,8 @@ def with_session_options(conninfo: str, statement_timeout_seconds: int) -> str:
     return psycopg.conninfo.make_conninfo(**parts)
 
 
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message says which and what to do."""
+class ConfigError(secrets.MaskedMessage, ValueError):
+    """A configuration value is wrong; the message says which and what to do (never a secret: it is masked)."""
 
 
 class _Section(BaseModel):
@@ -178,10 +180,15 @@ class DuckLakeSettings(_Section):
         raw = value.get_secret_value().removeprefix("ducklake:").removeprefix("postgres:")
         try:
             parts = psycopg.conninfo.conninfo_to_dict(raw)
-        except psycopg.ProgrammingError:  # libpq's message quotes the text, which may be the password
-            raise ValueError("is not a PostgreSQL connection string; use 'host=... dbname=...' or postgresql://...") from None
+        except psycopg.ProgrammingError:  # libpq's reason quotes the string, password included: never shown
+            raise ValueError(
+                "not a PostgreSQL connection string; use 'host=... dbname=...' (a value with spaces in single "
+                "quotes) or postgresql://user@host/dbname (percent-encode @ : / in a password)"
+            ) from None
         if not parts.get("dbname"):
             raise ValueError("names no database; add dbname=... (or /dbname to the URI)")
+        if problem := secrets.uri_userinfo_problem(raw):
+            raise ValueError(problem)
         return SecretStr(raw)
 
     @field_validator("data_path")
@@ -339,6 +346,8 @@ class DownstreamConsumer(_Section):
             psycopg.conninfo.conninfo_to_dict(value.get_secret_value())
         except psycopg.ProgrammingError:
             raise ValueError("is not a PostgreSQL connection string; use 'host=... dbname=...' or postgresql://...") from None
+        if problem := secrets.uri_userinfo_problem(value.get_secret_value()):
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -608,16 +617,11 @@ def _apply_downstream_env(overlay: _EnvOverlay, single: dict[str, tuple[str, Fie
 _SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_access_key", "dsn"}
 
 
-def _loc_part(part: Any) -> str:
-    """A key as the message shows it: plain names as they are, anything else quoted (an empty or multi-line key)."""
-    return str(part) if isinstance(part, int) or re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else repr(part)
-
-
 def _explain(exc: ValidationError, source: str, origins: Mapping[_Loc, str] | None = None) -> ConfigError:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
-        where = ".".join(_loc_part(p) for p in loc)
+        where = ".".join(_shown_key(p) for p in loc)
         variable = next((origins[loc[:n]] for n in (3, 2) if origins and loc[:n] in origins), None)
         if variable:
             where += f" (from {variable})"
@@ -634,15 +638,35 @@ def _explain(exc: ValidationError, source: str, origins: Mapping[_Loc, str] | No
     return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))
 
 
+def _shown_key(part: Any) -> str:
+    """A key as an error message may show it: a plain name or a list index; anything else might be a file's content."""
+    return str(part) if isinstance(part, int) or _IDENTIFIER.match(str(part)) else "<a key that is not a plain name>"
+
+
+def _check_is_config(raw: dict[str, Any], source: str) -> None:
+    """Refuse a document none of whose top-level keys is a known section, without echoing any of it.
+
+    A file that is not a flusher config (a run parameter may name any path) must not have its lines shown back as
+    "unknown key"s.
+    """
+    if raw and not set(map(str, raw)) & set(Settings.model_fields):
+        raise ConfigError(
+            f"{source} is not a flusher configuration: none of its top-level keys is a known section "
+            f"({', '.join(Settings.model_fields)}); nothing of it is shown"
+        )
+
+
 def settings_from_mapping(raw: Any, source: str = "config", environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a parsed config mapping (plus environment overrides) into Settings, or raise a ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration in {source}: expected a mapping of sections, got {type(raw).__name__}")
+    _check_is_config(raw, source)
     overlay = _apply_env(raw, os.environ if environ is None else environ)
     if overlay.problems:
         raise ConfigError("invalid configuration in the environment:\n  " + "\n  ".join(overlay.problems))
+    secrets.remember_mapping(overlay.merged)  # before validation: a refused secret is masked in the error naming it
     try:
-        return Settings.model_validate(overlay.merged)
+        return secrets.remember_settings(Settings.model_validate(overlay.merged))
     except ValidationError as exc:
         raise _explain(exc, source + (" and the environment" if overlay.origins else ""), overlay.origins) from None
 
@@ -663,8 +687,12 @@ def parse_config_text(text: str, source: str = "config") -> Any:
     """The parsed YAML of a config's text (not validated yet); a ConfigError for anything PyYAML cannot read."""
     try:
         return yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # its message quotes the offending line: only the position is shown
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or ""
+        why = f": {problem}" if problem and not set(problem) & set("'\"`") else ""  # quotes would quote the file
+        raise ConfigError(f"config file {source} is not valid YAML{where}{why}") from None
     except RecursionError:
         raise ConfigError(f"config file {source} is not a config: its YAML is nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - PyYAML raises ValueError, AttributeError... for bad tags and dates

@@ -14,9 +14,10 @@ from psycopg import sql
 
 from flusher.config import DownstreamConsumer, connection_reason
 from flusher.lake import redact
+from flusher.secrets import MaskedMessage
 
 
-class DownstreamBlocked(RuntimeError):
+class DownstreamBlocked(MaskedMessage, RuntimeError):
     """A consumer's checkpoint could not be read or is not usable: the run must flush and delete nothing."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 
 from flusher.quoting import quote_literal
+from flusher.secrets import MaskedMessage
 
 # extension name -> the Python package whose wheel carries it
 EXTENSION_PACKAGES = {
@@ -17,7 +18,7 @@ EXTENSION_PACKAGES = {
 }
 
 
-class ExtensionMissing(RuntimeError):
+class ExtensionMissing(MaskedMessage, RuntimeError):
     """An extension wheel is not installed."""
 
 

@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 from flusher.config import ConfigError, Settings, connection_reason
 from flusher.downstream import ConsumerReading, read_all
 from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE, selected_tables, unselected_tables
+from flusher.secrets import mask, mask_any, remember_settings
 from flusher.state import StateStore, StateSummary
 from flusher.stuck import StuckRows, find_stuck_rows
 
@@ -82,7 +83,7 @@ class HealthProbe:
     """Reads the flusher's state, the hot buffer and the catalog; decides healthy or not."""
 
     def __init__(self, settings: Settings, pool: ConnectionPool, next_flush: Callable[[], datetime | None]) -> None:
-        self.settings = settings
+        self.settings = remember_settings(settings)  # /health and /metrics are served to anyone who can connect
         self.pool = pool
         self.state = StateStore(pool, settings.flush.state_schema)
         self.specs = selected_tables(settings.flush)
@@ -165,7 +166,7 @@ class HealthProbe:
         if self.settings.downstream:
             body["warnings"] = warnings
             body["downstream"] = downstream
-        return (503 if reasons else 200), body
+        return (503 if reasons else 200), mask_any(body)
 
     def _downstream(self, snap: Snapshot, reasons: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
         """Per consumer: its checkpoint and lag; a problem is a warning, and a reason (503) once its lag is too big."""
@@ -326,6 +327,7 @@ def _handler(probe: HealthProbe, registry: CollectorRegistry) -> type[BaseHTTPRe
                 self._send(404, "application/json", b'{"error": "try /health or /metrics"}')
 
         def _send(self, status: int, content_type: str, payload: bytes) -> None:
+            payload = mask(payload.decode()).encode()  # reasons and labels quote servers' errors: never a secret
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))

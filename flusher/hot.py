@@ -13,11 +13,12 @@ from psycopg_pool import ConnectionPool
 
 from flusher.config import SESSION_SETTINGS_PG14, PostgresSettings, connection_reason, sentence
 from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE
+from flusher.secrets import MaskedMessage
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 
-class HotBufferError(RuntimeError):
+class HotBufferError(MaskedMessage, RuntimeError):
     """The hot buffer could not be read or changed; the message says what to do."""
 
 

@@ -12,6 +12,7 @@ import duckdb
 from flusher.config import Settings, default_threads, sentence
 from flusher.extensions import load_extensions
 from flusher.quoting import qualified, quote_ident, quote_literal
+from flusher.secrets import MaskedMessage, mask, remember_settings
 
 HOT = "hot"  # alias of the attached hot-buffer database inside DuckDB
 COMMIT_AUTHOR = "postgres-ducklake-flusher"
@@ -21,7 +22,7 @@ PREFLIGHT_PROBE = ".flusher-preflight*"  # a listing prefix no real file has, so
 _UNREACHABLE = "Unable to connect to Postgres at"  # DuckDB's postgres extension, when libpq cannot connect
 
 
-class LakeError(RuntimeError):
+class LakeError(MaskedMessage, RuntimeError):
     """DuckDB could not reach or use the hot buffer or the lake; the message says which and why."""
 
 
@@ -32,11 +33,8 @@ class Column:
 
 
 def redact(message: str, *secrets: str | None) -> str:
-    """Remove passwords and keys from an error message before it is logged or shown."""
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "********")
-    return re.sub(r"(password=)(\S+)", r"\1********", message)
+    """Remove passwords and keys from an error message before it is logged or shown (flusher.secrets.mask)."""
+    return mask(message, *secrets)
 
 
 def _extensions_for(settings: Settings) -> tuple[str, ...]:
@@ -66,7 +64,7 @@ class LakeSession:
 
     def __init__(self, settings: Settings, attach_hot: bool = True, queries_at_once: int = 1) -> None:
         """`queries_at_once`: how many threads will run queries at the same time (sets the default DuckDB threads)."""
-        self.settings = settings
+        self.settings = remember_settings(settings)  # however it was made, its secrets are masked from now on
         self.lake = settings.ducklake.catalog_name
         self.schema = settings.ducklake.schema_name
         self._lock = threading.Lock()
@@ -107,6 +105,7 @@ class LakeSession:
         lake = self.settings.ducklake
         return (
             self.settings.postgres.password.get_secret_value(),
+            lake.catalog_path.get_secret_value(),
             lake.aws_secret_access_key.get_secret_value() if lake.aws_secret_access_key else None,
         )
 

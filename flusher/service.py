@@ -23,6 +23,7 @@ from flusher.config import Settings
 from flusher.deployment_spec import DeploymentSpec, effective_interval
 from flusher.health import HealthProbe, HealthServer
 from flusher.hot import make_pool
+from flusher.settings_source import CONFIG_ENV
 
 log = logging.getLogger("postgres_ducklake_flusher.service")
 
@@ -145,6 +146,9 @@ class FlusherService:
         """Serve until SIGTERM/SIGINT, then shut down gracefully; returns the exit code."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        # The served runs' config_path is this file: the runs (subprocesses, this environment) may read it, and, as
+        # for a worker, no other file a run parameter names (flusher.settings_source.allowed_config_path).
+        os.environ[CONFIG_ENV] = str(self.config_path.resolve())
         pool = make_pool(self.settings.postgres)
         try:
             deployments = [build_deployment(self.spec, self.config_path, self.interval)]

@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from flusher.config import ConfigError, Settings, load_settings, read_config_file, settings_from_mapping
 
 CONFIG_ENV = "FLUSHER_CONFIG"
+# Folders (os.pathsep-separated) whose files a deployment run's config_path parameter may name, besides $FLUSHER_CONFIG.
+CONFIG_DIR_ENV = "FLUSHER_CONFIG_DIR"
+
+
+def allowed_config_path(path: str, environ: dict[str, str] | None = None) -> Path:
+    """The resolved `path`, if a run parameter may name it: the file $FLUSHER_CONFIG names, or one under a folder of
+    $FLUSHER_CONFIG_DIR (symlinks and .. resolved first). Otherwise a ConfigError, and the file is not opened.
+
+    Anyone who may start a deployment run may set its parameters, while the run reads files with the worker's rights:
+    without this, config_path=/etc/shadow would have the worker read that file for them.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    resolved = Path(path).expanduser().resolve()
+    configured = environ.get(CONFIG_ENV)
+    if configured and resolved == Path(configured).expanduser().resolve():
+        return resolved
+    folders = [Path(d).expanduser().resolve() for d in environ.get(CONFIG_DIR_ENV, "").split(os.pathsep) if d.strip()]
+    if any(resolved != folder and resolved.is_relative_to(folder) for folder in folders):
+        return resolved
+    allowed = [f"${CONFIG_ENV} ({configured})" if configured else f"${CONFIG_ENV} (not set)"]
+    allowed.append(f"files under ${CONFIG_DIR_ENV} ({os.pathsep.join(map(str, folders))})" if folders
+                   else f"${CONFIG_DIR_ENV} is not set")
+    raise ConfigError(
+        f"config_path {path!r} refused, and not read: a deployment run may only read its config from the worker's "
+        f"{allowed[0]} or from {allowed[1]}. Set {CONFIG_DIR_ENV} in the worker's environment to allow a folder"
+    )
 
 
 def postgres_from_connector(name: str) -> dict[str, Any]:
@@ -54,9 +81,16 @@ def resolve_downstream_blocks(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_settings(
-    config_path: str | None = None, postgres_block: str | None = None, ducklake_block: str | None = None
+    config_path: str | None = None, postgres_block: str | None = None, ducklake_block: str | None = None,
+    restricted: bool = False,
 ) -> Settings:
-    """Settings from the config file (or $FLUSHER_CONFIG), with the named blocks' credentials on top."""
+    """Settings from the config file (or $FLUSHER_CONFIG), with the named blocks' credentials on top.
+
+    restricted: config_path is a deployment run's parameter (set by whoever started the run, not by the operator):
+    it must pass allowed_config_path before it is read.
+    """
+    if config_path and restricted:
+        config_path = str(allowed_config_path(config_path))
     config_path = config_path or os.environ.get(CONFIG_ENV)
     if not (postgres_block or ducklake_block):
         if not config_path:

@@ -13,6 +13,7 @@ from flusher.lake import COMMIT_AUTHOR, HOT, Column, LakeSession
 from flusher.quoting import quote_ident, quote_literal
 from flusher.reconcile import Reconcile, missing_rows_sql
 from flusher.registry import TableSpec
+from flusher.secrets import MaskedMessage
 
 # Hot (PostgreSQL, as DuckDB sees it) types the lake stores as they are.
 _SAME_TYPES = {
@@ -21,7 +22,7 @@ _SAME_TYPES = {
 }
 
 
-class SchemaMismatch(RuntimeError):
+class SchemaMismatch(MaskedMessage, RuntimeError):
     """A hot column cannot be stored in the lake table; the message names it and what to do."""
 
 

@@ -17,10 +17,11 @@ from flusher.lake import redact
 from flusher.reconcile import reconcile_for
 from flusher.registry import TableSpec
 from flusher.resources import RunResources
+from flusher.secrets import MaskedMessage
 from flusher.transfer import SchemaMismatch, copy_table
 
 
-class TableFlushError(RuntimeError):
+class TableFlushError(MaskedMessage, RuntimeError):
     """One table could not be flushed; its rows stay in PostgreSQL."""
 
 

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from flusher import maintenance as sql
 from flusher.config import MaintenanceSettings
 from flusher.lake import LakeSession
+from flusher.secrets import MaskedMessage
 from flusher.state import StateStore
 
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -126,7 +127,7 @@ def cleanup_files(lake: LakeSession, cutoffs: sql.Cutoffs, dry_run: bool) -> Ste
     return _done("clean up files", started, f"{verb} {len(freed)} freed and {len(orphans)} orphaned files", freed + orphans)
 
 
-class MaintenanceRefused(RuntimeError):
+class MaintenanceRefused(MaskedMessage, RuntimeError):
     """Maintenance did not start: a lake commit still awaits its PostgreSQL delete."""
 
 

@@ -18,6 +18,7 @@ from prefect.events import emit_event
 
 from flusher.hot import Mark
 from flusher.registry import TableSpec
+from flusher.secrets import mask, mask_any
 from flusher.stuck import StuckRows
 from tasks.delete import DeleteOutcome
 from tasks.flush import FlushOutcome
@@ -173,8 +174,9 @@ def publish_report(report: RunReport) -> None:
     for line in report.failed_tables:
         logger.error("Table %s failed and stays in PostgreSQL: %s", line.table, line.error)
         emit_table_failed(report.mark, line)
-    create_table_artifact(table=report.rows(), key="bronze-flush-tables", description=report.headline())
-    create_markdown_artifact(markdown=report.markdown(), key="bronze-flush-summary", description=report.headline())
+    headline = mask(report.headline())  # artifacts are stored in the API: no secret in them
+    create_table_artifact(table=mask_any(report.rows()), key="bronze-flush-tables", description=headline)
+    create_markdown_artifact(markdown=mask(report.markdown()), key="bronze-flush-summary", description=headline)
 
 
 def emit_table_failed(mark: Mark, line: TableLine) -> None:
@@ -182,7 +184,9 @@ def emit_table_failed(mark: Mark, line: TableLine) -> None:
     emit_event(
         event="flusher.table.failed",
         resource={"prefect.resource.id": f"postgres-ducklake-flusher.table.{line.table}", "prefect.resource.name": line.table},
-        payload={"table": line.table, "watermark": mark.watermark, "batch": mark.batch_id, "error": line.error},
+        payload=mask_any(
+            {"table": line.table, "watermark": mark.watermark, "batch": mark.batch_id, "error": line.error}
+        ),
     )
 
 
@@ -191,5 +195,5 @@ def emit_run_skipped(reason: str, consumers: list[str]) -> None:
     emit_event(
         event="flusher.run.skipped",
         resource={"prefect.resource.id": "postgres-ducklake-flusher.downstream", "prefect.resource.name": "downstream"},
-        payload={"reason": reason, "consumers": consumers},
+        payload=mask_any({"reason": reason, "consumers": consumers}),
     )

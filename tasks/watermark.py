@@ -9,9 +9,10 @@ from flusher import failpoints
 from flusher.downstream import DownstreamBlocked, read_all, retention_ceiling
 from flusher.hot import Mark, choose_watermark, lock_key
 from flusher.resources import RunResources
+from flusher.secrets import MaskedMessage
 
 
-class FlushLocked(RuntimeError):
+class FlushLocked(MaskedMessage, RuntimeError):
     """Another run (a flush or maintenance) holds the lock; the message names it."""
 
 

@@ -109,7 +109,9 @@ def environments(draw: st.DrawFn) -> dict[str, str]:
 
 def _names_a_key(message: str) -> bool:
     """A ConfigError names what is wrong: a key or variable per line, or the file as a whole."""
-    if "expected a mapping of sections" in message or "is not valid YAML" in message or "nested too deeply" in message:
+    whole_file = ("expected a mapping of sections", "is not valid YAML", "nested too deeply",
+                  "is not a flusher configuration")
+    if any(phrase in message for phrase in whole_file):
         return True
     if not message.startswith("invalid configuration in"):  # one line: "flush.tables: [...] not in the registry"
         return re.match(r"^[a-z_]+\.[a-z_]+: ", message) is not None

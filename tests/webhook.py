@@ -11,11 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[dict] = []
-        received = self.received
+        self.paths: list[str] = []  # path and query string of each request (where a webhook's token lives)
+        received, paths = self.received, self.paths
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                paths.append(self.path)
                 try:
                     received.append(json.loads(body))
                 except ValueError:
