@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
+from flusher.failed_write import cleanup_message, explain_disk_full
 from flusher.hot import DUCKDB_INTEGER_TYPES, Mark, ledger_type_refusal
 from flusher.lake import redact
 from flusher.reconcile import reconcile_for
@@ -100,6 +101,7 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool =
     logger = get_run_logger()
     assert res.lake is not None, "open the lake before flushing"
     started = time.perf_counter()
+    attempt_start = time.time()  # wall clock, comparable with file times: what this attempt wrote is newer
     try:
         _check_hot_table(res, spec)
         first_attempt = res.state.record_pending(mark.batch_id, spec.name, mark.watermark)
@@ -119,7 +121,11 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool =
         if is_invalid_unicode(message):
             message = _explain_invalid_utf8(res, spec, mark, message)
         if not isinstance(exc, TableFlushError):
+            message = explain_disk_full(message, res.settings.ducklake.data_path)
             message = f"flushing {spec.name} (ledgers <= {mark.watermark}) failed: {message}"
+        if isinstance(exc, duckdb.Error):  # the lake transaction rolled back; we still hold the flusher lock
+            if cleaned := cleanup_message(res.lake, spec.name, attempt_start):
+                message = f"{message}; {redact(cleaned, res.settings.postgres.password.get_secret_value())}"
         res.state.record_failed(mark.batch_id, spec.name, message)
         permanent = isinstance(exc, (PermanentTableError, SchemaMismatch))
         raise (PermanentTableError if permanent else TableFlushError)(message) from None
