@@ -15,6 +15,11 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_TO_API_BATCH_INTERVAL"] = "0.3"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("FLUSHER_FAILPOINTS", None)
+# If this process is killed before its teardown (e.g. the xdist main process of `make test`), a reaper stops every
+# process it started (they all carry this PREFECT_HOME) and removes the folder.
+from tests import reaper  # noqa: E402
+
+reaper.start(_SESSION_TMP)
 
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
