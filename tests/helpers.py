@@ -193,6 +193,17 @@ def write_config(env: HotEnv, **sections: dict[str, Any]) -> Path:
     return path
 
 
+def delete_automations() -> None:
+    """Remove the automations `alerts` installs (automations/*.yaml), so later tests' runs page no one."""
+    from prefect.automations import Automation
+
+    for path in sorted((ROOT / "automations").glob("*.yaml")):
+        try:
+            Automation.read(name=yaml.safe_load(path.read_text())["name"]).delete()
+        except ValueError:
+            pass
+
+
 def wait_for_flusher_lock(env: HotEnv, timeout: float = 120) -> None:
     """Wait until some process holds the flusher's advisory lock (a flush or maintenance that a test paused)."""
     import time

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from flusher.deployment_spec import effective_interval, entrypoint_flow, load_deployment
-from tests.helpers import ENABLED, ROOT, flush, write_config
+from tests.helpers import ENABLED, ROOT, delete_automations, flush, write_config
 from tests.prefect_server import free_port
 from tests.webhook import WebhookReceiver
 
@@ -293,17 +293,6 @@ def test_health_turns_unhealthy_on_repeated_failures_lag_and_unreachable_servers
         pool.close()
 
 
-def _delete_automations() -> None:
-    """Remove the automations `alerts` installs, so later tests' runs page no one."""
-    from prefect.automations import Automation
-
-    for path in sorted((ROOT / "automations").glob("*.yaml")):
-        try:
-            Automation.read(name=yaml.safe_load(path.read_text())["name"]).delete()
-        except ValueError:
-            pass
-
-
 def test_alerts_fire_for_a_failed_run_a_failed_table_and_a_stale_flusher(hot):
     receiver = WebhookReceiver()
     try:
@@ -316,13 +305,16 @@ def test_alerts_fire_for_a_failed_run_a_failed_table_and_a_stale_flusher(hot):
         hot.config = write_config(hot, flush={"tables": ENABLED})  # named, a missing table fails (default: skipped)
         hot.execute("DROP TABLE offers_snapshot_v1")
         hot.load(1, 3, tables=["ledgers_row_v2"])
-        assert flush(hot).is_failed()
-        assert "offers_snapshot_v1" in receiver.wait_for("table offers_snapshot_v1 failed")["body"]
+
+        def failed_run() -> None:
+            assert flush(hot).is_failed()
+
+        assert "offers_snapshot_v1" in receiver.wait_after(failed_run, "table offers_snapshot_v1 failed")["body"]
         assert "is Failed" in receiver.wait_for("ended Failed")["subject"]
         receiver.wait_for("no completed flush for 3 intervals", timeout=120)
     finally:
         receiver.stop()
-        _delete_automations()
+        delete_automations()
 
 
 def test_an_alert_fires_when_a_downstream_consumer_blocks_runs(hot):
@@ -333,21 +325,13 @@ def test_an_alert_fires_when_a_downstream_consumer_blocks_runs(hot):
         hot.config = write_config(hot, downstream={"name": "silver", "host": "127.0.0.1", "port": 1, "database": "s",
                                                    "user": "u", "password": "sekret-pw", "table": "t", "column": "c"})
         hot.load(1, 3)
-        # One skip is a blip; two within 3 intervals page someone. The server loads a new automation a moment after
-        # it is created (longer on a busy machine), so skips go on, at most 6, until the alert arrives.
-        alert = None
-        for attempt in range(6):
+        def skipped_run() -> None:
             state = flush(hot)
             assert state.name == "Skipped", state
-            if attempt == 0:
-                continue
-            try:
-                alert = receiver.wait_for("runs skipped for a downstream consumer", timeout=20)
-                break
-            except AssertionError:
-                pass
-        assert alert is not None, f"no alert after 6 skipped runs; got {receiver.received}"
+
+        skipped_run()  # one skip is a blip; two within 3 intervals page someone
+        alert = receiver.wait_after(skipped_run, "runs skipped for a downstream consumer")
         assert "downstream consumer silver: unreachable" in alert["body"] and "sekret-pw" not in json.dumps(alert)
     finally:
         receiver.stop()
-        _delete_automations()
+        delete_automations()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -41,6 +42,20 @@ class WebhookReceiver:
                     return message
             time.sleep(0.2)
         raise AssertionError(f"no webhook message containing {text!r}; got {self.received}")
+
+    def wait_after(self, action: Callable[[], object], text: str, attempts: int = 6, timeout: float = 20) -> dict:
+        """Run `action` (which should make Prefect send an alert) until a message containing `text` arrives.
+
+        The server loads a newly created automation a moment after it is created (longer on a busy machine); events
+        it has not loaded for are not counted, so the action is repeated, at most `attempts` times.
+        """
+        for _ in range(attempts):
+            action()
+            try:
+                return self.wait_for(text, timeout)
+            except AssertionError:
+                pass
+        raise AssertionError(f"no webhook message containing {text!r} after {attempts} tries; got {self.received}")
 
     def stop(self) -> None:
         self.httpd.shutdown()
