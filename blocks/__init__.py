@@ -1,5 +1,5 @@
 """Prefect blocks that hold the flusher's credentials."""
 
-from blocks.ducklake import DuckLakeBronze
+from flusher.blocks.ducklake import DuckLakeBronze
 
 __all__ = ["DuckLakeBronze"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector
 
-from blocks.ducklake import DuckLakeBronze
+from flusher.blocks.ducklake import DuckLakeBronze
 from flusher.config import Settings
 
 

@@ -26,16 +26,16 @@ from flusher.hot import Mark, connect, ledger_columns, ledger_type_refusal
 from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables, unselected_tables
 from flusher.resources import RunResources
 from flusher.secrets import install_log_masking, mask_state, masked_errors
-from flusher.settings_source import resolve_settings
+from flusher.app.settings_source import resolve_settings
 from flusher.stuck import StuckRows, find_stuck_rows
 from flusher.takeover import go_checkpoint, plan_takeover, render_plan, takeover_floor
-from tasks.delete import delete_flushed
-from tasks.flush import FlushOutcome, flush_table
-from tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
-from tasks.report import ProgressTracker, RunReport, emit_run_skipped, publish_report
-from tasks.run_context import started_from_deployment
-from tasks.vacuum import vacuum_tables
-from tasks.watermark import FlushLocked, mark_watermark
+from flusher.tasks.delete import delete_flushed
+from flusher.tasks.flush import FlushOutcome, flush_table
+from flusher.tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
+from flusher.tasks.report import ProgressTracker, RunReport, emit_run_skipped, publish_report
+from flusher.tasks.run_context import started_from_deployment
+from flusher.tasks.vacuum import vacuum_tables
+from flusher.tasks.watermark import FlushLocked, mark_watermark
 
 install_log_masking()  # every log line of a flow run is masked, whoever logs it
 Key = TypeVar("Key")

@@ -11,9 +11,9 @@ from flusher.hot import lock_key
 from flusher.lake import LakeSession
 from flusher.resources import RunResources
 from flusher.secrets import install_log_masking, mask_state, masked_errors
-from flusher.settings_source import resolve_settings
-from tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
-from tasks.run_context import started_from_deployment
+from flusher.app.settings_source import resolve_settings
+from flusher.tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
+from flusher.tasks.run_context import started_from_deployment
 
 install_log_masking()  # every log line of a flow run is masked, whoever logs it
 

@@ -35,7 +35,7 @@ def create_database(admin_uri: str, name: str, encoding: str | None = None) -> N
 
 def create_hot_schema(conn: psycopg.Connection, schema: str = "public") -> None:
     """Create the 21 hot-buffer tables (schema/hot_buffer.sql) in `schema`."""
-    ddl = resources.files("schema").joinpath("hot_buffer.sql").read_text()
+    ddl = resources.files("flusher.schema").joinpath("hot_buffer.sql").read_text()
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     conn.execute(ddl)

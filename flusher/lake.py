@@ -303,7 +303,7 @@ _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+(\"?[A-Za-z_][A-Za-z0-9_]*\"
 
 def bronze_ddl() -> dict[str, str]:
     """Table name -> its CREATE TABLE IF NOT EXISTS statement, from schema/bronze_schema.sql."""
-    text = resources.files("schema").joinpath("bronze_schema.sql").read_text()
+    text = resources.files("flusher.schema").joinpath("bronze_schema.sql").read_text()
     statements = {}
     for statement in text.split(";"):
         body = "\n".join(line for line in statement.splitlines() if not line.strip().startswith("--")).strip()

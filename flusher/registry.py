@@ -28,7 +28,7 @@ class TableSpec:
 @cache
 def registry() -> dict[str, TableSpec]:
     """Every known table, in registry order."""
-    raw = yaml.safe_load(resources.files("schema").joinpath("tables.yaml").read_text())
+    raw = yaml.safe_load(resources.files("flusher.schema").joinpath("tables.yaml").read_text())
     return {
         t["name"]: TableSpec(
             t["name"], t["ledger_column"], t["group"], bool(t["enabled"]),

@@ -72,7 +72,7 @@ class StateStore:
 
     def ensure(self) -> None:
         """Create the state schema and tables if missing."""
-        ddl = resources.files("schema").joinpath("flusher_state.sql").read_text()
+        ddl = resources.files("flusher.schema").joinpath("flusher_state.sql").read_text()
         with self.pool.connection() as conn, conn.transaction():
             # Two flushers starting on a fresh database would otherwise race on CREATE ... IF NOT EXISTS.
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('postgres-ducklake-flusher:ddl', 0))")

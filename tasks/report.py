@@ -20,8 +20,8 @@ from flusher.hot import Mark
 from flusher.registry import TableSpec
 from flusher.secrets import mask, mask_any
 from flusher.stuck import StuckRows
-from tasks.delete import DeleteOutcome
-from tasks.flush import FlushOutcome
+from flusher.tasks.delete import DeleteOutcome
+from flusher.tasks.flush import FlushOutcome
 
 
 @dataclass

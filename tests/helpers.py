@@ -131,7 +131,7 @@ class HotEnv:
         child_env.pop("FLUSHER_FAILPOINTS", None)
         if failpoints:
             child_env["FLUSHER_FAILPOINTS"] = failpoints
-        argv = [sys.executable, "-m", "flusher.cli", *args] + (["--config", str(self.config)] if config else [])
+        argv = [sys.executable, "-m", "flusher.app.cli", *args] + (["--config", str(self.config)] if config else [])
         return subprocess.run(argv, env=child_env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -226,7 +226,7 @@ def wait_for_flusher_lock(env: HotEnv, timeout: float = 120) -> None:
 
 def flush(env: HotEnv, **params: Any):
     """One in-process flow run against the session's Prefect API; returns the final state."""
-    from flows.bronze_flush import bronze_flush
+    from flusher.flows.bronze_flush import bronze_flush
 
     return bronze_flush(config_path=str(env.config), return_state=True, **params)
 

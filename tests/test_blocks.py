@@ -27,7 +27,7 @@ def test_blocks_hold_the_credentials_and_a_flush_runs_from_them(hot):
     bare = hot.tmp / "bare.yaml"
     bare.write_text(yaml.safe_dump({"vacuum": {"enabled": False}}))
     hot.load(1, 5)
-    from flows.bronze_flush import bronze_flush
+    from flusher.flows.bronze_flush import bronze_flush
 
     state = bronze_flush(config_path=str(bare), postgres_block="test-pg", ducklake_block="test-lake", return_state=True)
     assert state.is_completed(), state.message

@@ -191,7 +191,7 @@ def test_the_go_services_config_validates_with_its_maintenance_section(tmp_path)
 
 
 def test_cli_reports_config_errors_in_one_line_with_exit_2(tmp_path, capsys):
-    from flusher.cli import main
+    from flusher.app.cli import main
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(_with("service", flush_interval_minutes=3)))
@@ -365,7 +365,7 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
 
 
 def test_a_block_over_a_section_that_is_not_a_mapping_is_named():
-    from flusher.settings_source import with_block_section
+    from flusher.app.settings_source import with_block_section
 
     with pytest.raises(ConfigError, match="postgres: expected a mapping"):
         with_block_section({"postgres": 5}, "postgres", {"host": "h"}, "c.yaml")
@@ -388,7 +388,7 @@ def test_the_catalog_is_described_without_its_password():
 
 
 def test_cli_exit_2_for_a_misspelled_variable_and_a_list_from_the_environment(tmp_path, monkeypatch, capsys):
-    from flusher.cli import main
+    from flusher.app.cli import main
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(GOOD))

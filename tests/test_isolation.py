@@ -64,7 +64,7 @@ def test_overlapping_flushes_never_interleave(hot):
     go_on = hot.tmp / "first-may-go-on"
     env = {"FLUSHER_FAILPOINTS": f"after_mark=until={go_on}"}  # the first flush holds the lock until we say so
     first_log, waiting_log = hot.tmp / "first.log", hot.tmp / "waiting.log"
-    first = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "--config", str(hot.config)],
+    first = subprocess.Popen([sys.executable, "-m", "flusher.app.cli", "flush", "--config", str(hot.config)],
                              env={**os.environ, **env}, cwd=ROOT, stdout=first_log.open("w"), stderr=subprocess.STDOUT)
     try:
         wait_for_flusher_lock(hot)
@@ -72,7 +72,7 @@ def test_overlapping_flushes_never_interleave(hot):
         assert skipped.is_completed() and skipped.name == "Skipped", skipped
         assert "another flush is running" in skipped.message
         hot.config = write_config(hot, flush={"lock_wait_seconds": 120})
-        waiting = subprocess.Popen([sys.executable, "-m", "flusher.cli", "flush", "--config", str(hot.config)],
+        waiting = subprocess.Popen([sys.executable, "-m", "flusher.app.cli", "flush", "--config", str(hot.config)],
                                    cwd=ROOT, stdout=waiting_log.open("w"), stderr=subprocess.STDOUT)
         time.sleep(2)  # let it reach the lock and wait (if it were faster, the assertions below still hold)
         go_on.touch()

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows.maintenance import bronze_maintenance
+from flusher.flows.maintenance import bronze_maintenance
 from flusher.lake import LakeSession
 from tests.helpers import flush, write_config
 

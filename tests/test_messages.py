@@ -47,7 +47,7 @@ def test_the_lock_holder_is_named_by_kind_and_flow_run():
 
 
 def test_an_unreachable_catalog_is_named_with_host_port_and_database_never_the_password():
-    from flusher.health import HealthProbe
+    from flusher.app.health import HealthProbe
 
     port = _closed_port()
     for catalog in (f"postgresql://lake:{SECRET}@127.0.0.1:{port}/catalog_db",
@@ -93,7 +93,7 @@ def test_connection_reason_is_one_line_and_an_sql_errors_statement_stays_out():
 
 
 def test_a_health_port_in_use_is_a_config_error_naming_the_key():
-    from flusher.health import HealthProbe, HealthServer
+    from flusher.app.health import HealthProbe, HealthServer
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -117,7 +117,7 @@ def test_a_flush_blocked_by_maintenance_says_maintenance_holds_the_lock(hot):
     go_on = hot.tmp / "maintenance-may-go-on"
     log = hot.tmp / "maintenance.log"
     env = {**os.environ, "FLUSHER_FAILPOINTS": f"maintenance_locked=until={go_on}"}
-    maintenance = subprocess.Popen([sys.executable, "-m", "flusher.cli", "maintain", "--config", str(hot.config)],
+    maintenance = subprocess.Popen([sys.executable, "-m", "flusher.app.cli", "maintain", "--config", str(hot.config)],
                                    env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         wait_for_flusher_lock(hot)

@@ -183,7 +183,7 @@ def test_an_unreachable_consumer_skips_the_run_and_never_shows_its_password(hot,
 
 
 def _probe(settings):
-    from flusher.health import HealthProbe
+    from flusher.app.health import HealthProbe
     from flusher.hot import make_pool
 
     return HealthProbe(settings, make_pool(settings.postgres), lambda: None)
@@ -192,7 +192,7 @@ def _probe(settings):
 def _metrics(probe) -> str:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from flusher.health import StateCollector
+    from flusher.app.health import StateCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(probe))

@@ -118,7 +118,7 @@ def test_a_file_that_is_not_a_config_is_not_echoed(tmp_path):
 
 
 def test_a_run_parameter_may_only_name_the_configured_file_or_a_file_in_the_config_dir(tmp_path):
-    from flusher.settings_source import allowed_config_path
+    from flusher.app.settings_source import allowed_config_path
 
     allowed_dir = tmp_path / "configs"
     allowed_dir.mkdir()
@@ -137,7 +137,7 @@ def test_a_run_parameter_may_only_name_the_configured_file_or_a_file_in_the_conf
 
 
 def test_the_webhook_url_becomes_a_template_and_secrets():
-    from flusher.alerts import webhook_template
+    from flusher.app.alerts import webhook_template
 
     template, values = webhook_template("https://u:p@hooks.example.com:8443/services/T0/B0/TokA7f3q9?key=KeyA7f3q9")
     assert template == "https://{{ webhook_userinfo }}@hooks.example.com:8443{{ webhook_path }}"
@@ -254,7 +254,7 @@ def _state_tables_text(hot: HotEnv) -> str:
 
 def _health_text(hot: HotEnv) -> str:
     """/health and /metrics of a health server on this config."""
-    from flusher.health import HealthProbe, HealthServer
+    from flusher.app.health import HealthProbe, HealthServer
     from flusher.hot import make_pool
 
     settings = hot.settings()
@@ -330,7 +330,7 @@ def _flow_run_text(flow_run_id: Any) -> str:
 def test_a_file_that_is_not_a_config_echoes_nothing_in_a_flow_run(hot, tmp_path):
     secretish = tmp_path / "shadow"
     secretish.write_text(SHADOW)
-    from flows.bronze_flush import bronze_flush
+    from flusher.flows.bronze_flush import bronze_flush
 
     for path in (secretish, Path("/etc/passwd")):
         state = bronze_flush(config_path=str(path), return_state=True)
@@ -352,8 +352,8 @@ def test_a_deployment_run_reads_its_config_only_from_flusher_config_or_the_confi
 
     from prefect.deployments import run_deployment
 
-    from flusher.deployment_spec import load_deployment
-    from flusher.service import build_deployment
+    from flusher.app.deployment_spec import load_deployment
+    from flusher.app.service import build_deployment
     from tests.helpers import ROOT
 
     secretish = tmp_path / "shadow.yaml"

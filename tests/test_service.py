@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from flusher.deployment_spec import effective_interval, entrypoint_flow, load_deployment
+from flusher.app.deployment_spec import effective_interval, entrypoint_flow, load_deployment
 from tests.helpers import ENABLED, ROOT, delete_automations, flush, write_config
 from tests.prefect_server import free_port
 from tests.webhook import WebhookReceiver
@@ -48,7 +48,7 @@ def test_a_deployment_run_with_an_unknown_table_is_refused_before_a_flow_run_exi
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.deployments import run_deployment
 
-    from flusher.service import build_deployment
+    from flusher.app.service import build_deployment
 
     raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     assert all(d.get("enforce_parameter_schema", True) for d in raw["deployments"]), "the API must check parameters"
@@ -142,7 +142,7 @@ class Service:
         self.log = hot.tmp / f"serve-{self.port}.log"
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flusher.cli", "serve", "--config", str(hot.config), "--interval-seconds", str(interval)],
+                [sys.executable, "-m", "flusher.app.cli", "serve", "--config", str(hot.config), "--interval-seconds", str(interval)],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_until(lambda h: h is not None, "the health endpoint to answer")
 
@@ -259,7 +259,7 @@ def test_a_second_sigterm_exits_at_once_and_the_next_start_converges(hot):
 
 
 def _probe(settings):
-    from flusher.health import HealthProbe
+    from flusher.app.health import HealthProbe
     from flusher.hot import make_pool
 
     pool = make_pool(settings.postgres)

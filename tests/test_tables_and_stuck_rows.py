@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from flusher.health import HealthProbe, StateCollector
+from flusher.app.health import HealthProbe, StateCollector
 from flusher.hot import make_pool
 from flusher.registry import registry
 from tests.helpers import ENABLED, flush, task_attempts, write_config

@@ -109,7 +109,7 @@ def test_a_type_the_lake_cannot_store_is_named():
 
 
 def _hot_columns() -> dict[str, set[str]]:
-    text = resources.files("schema").joinpath("hot_buffer.sql").read_text()
+    text = resources.files("flusher.schema").joinpath("hot_buffer.sql").read_text()
     columns: dict[str, set[str]] = {}
     for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", text, re.S):
         for line in body.splitlines():

@@ -30,7 +30,7 @@ def _timed(phases: Phases, name: str, fn: Callable[..., Any]) -> Callable[..., A
 
 def instrument(phases: Phases) -> Callable[..., Any]:
     """Wrap the flow's steps in timers; returns the flow."""
-    import flows.bronze_flush as module
+    import flusher.flows.bronze_flush as module
     from flusher.resources import RunResources
 
     module.mark_watermark = _timed(phases, "watermark", module.mark_watermark)

@@ -73,7 +73,7 @@ def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
         print(f"loaded {sum(loaded.values())} synthetic rows ({ledgers} ledgers) into {len(loaded)} hot tables "
               f"in {time.perf_counter() - started:.1f}s")
         config = _write_config(root, params)
-        from flows.bronze_flush import bronze_flush
+        from flusher.flows.bronze_flush import bronze_flush
 
         started = time.perf_counter()
         state = bronze_flush(config_path=str(config), return_state=True)

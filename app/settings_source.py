@@ -51,7 +51,7 @@ def postgres_from_connector(name: str) -> dict[str, Any]:
 
 
 def ducklake_from_block(name: str) -> dict[str, Any]:
-    from blocks.ducklake import DuckLakeBronze
+    from flusher.blocks.ducklake import DuckLakeBronze
 
     return DuckLakeBronze.load(name).as_settings()
 

@@ -20,10 +20,10 @@ from typing import Any
 from uuid import UUID
 
 from flusher.config import Settings
-from flusher.deployment_spec import DeploymentSpec, effective_interval
-from flusher.health import HealthProbe, HealthServer
+from flusher.app.deployment_spec import DeploymentSpec, effective_interval
+from flusher.app.health import HealthProbe, HealthServer
 from flusher.hot import make_pool
-from flusher.settings_source import CONFIG_ENV
+from flusher.app.settings_source import CONFIG_ENV
 
 log = logging.getLogger("postgres_ducklake_flusher.service")
 
@@ -111,7 +111,7 @@ def build_deployment(spec: DeploymentSpec, config_path: Path, interval_seconds: 
     """The RunnerDeployment of a prefect.yaml deployment, pointed at this config file."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
 
-    from flusher.deployment_spec import entrypoint_flow
+    from flusher.app.deployment_spec import entrypoint_flow
 
     interval = interval_seconds or spec.interval_seconds
     schedule: dict[str, Any] = {"interval": timedelta(seconds=interval)} if interval else {"cron": spec.cron}
@@ -147,7 +147,7 @@ class FlusherService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         # The served runs' config_path is this file: the runs (subprocesses, this environment) may read it, and, as
-        # for a worker, no other file a run parameter names (flusher.settings_source.allowed_config_path).
+        # for a worker, no other file a run parameter names (flusher.app.settings_source.allowed_config_path).
         os.environ[CONFIG_ENV] = str(self.config_path.resolve())
         pool = make_pool(self.settings.postgres)
         try:
@@ -182,7 +182,7 @@ class FlusherService:
                         self.settings.service.shutdown_timeout_seconds)
         runner.stop()
         log.info("Runner stopped; running the final flush")
-        from flows.bronze_flush import bronze_flush
+        from flusher.flows.bronze_flush import bronze_flush
 
         state = bronze_flush.with_options(flow_run_name="final-flush-on-shutdown")(
             config_path=str(self.config_path.resolve()), return_state=True

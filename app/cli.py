@@ -29,7 +29,7 @@ From the Go service: stop it, then
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from flusher.settings_source import resolve_settings
+    from flusher.app.settings_source import resolve_settings
 
     return resolve_settings(args.config)  # as the flow does: downstream consumers may name Prefect blocks
 
@@ -41,7 +41,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
     settings = _settings(args)  # config errors are reported before Prefect starts
     tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
     selected_tables(settings.flush, tables)  # a typo in --tables: exit 2 with the known names, and no flow run
-    from flows.bronze_flush import bronze_flush
+    from flusher.flows.bronze_flush import bronze_flush
 
     state = bronze_flush(
         config_path=args.config,
@@ -63,7 +63,7 @@ def cmd_takeover(args: argparse.Namespace) -> int:
 
         print(render_plan(plan_takeover(settings, selected_tables(settings.flush))))
         return 0
-    from flows.bronze_flush import bronze_flush
+    from flusher.flows.bronze_flush import bronze_flush
 
     state = bronze_flush(config_path=args.config, takeover=True, return_state=True)
     return _report_state("takeover", state)
@@ -81,7 +81,7 @@ def _report_state(what: str, state) -> int:
 def cmd_maintain(args: argparse.Namespace) -> int:
     """Compact the lake and expire snapshots past the retention, as a Prefect flow run (never during a flush)."""
     _settings(args)
-    from flows.maintenance import bronze_maintenance
+    from flusher.flows.maintenance import bronze_maintenance
 
     state = bronze_maintenance(config_path=args.config, dry_run=args.dry_run, return_state=True)
     return _report_state("maintenance", state)
@@ -137,7 +137,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_blocks(args: argparse.Namespace) -> int:
     """Create or update the Prefect blocks that hold the credentials from a config file."""
-    from blocks.register import save_blocks
+    from flusher.blocks.register import save_blocks
 
     for line in save_blocks(_settings(args), args.postgres_block, args.ducklake_block):
         print(line)
@@ -148,8 +148,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the bronze-flush schedule from prefect.yaml, with /health and /metrics; SIGTERM shuts down gracefully."""
     from pathlib import Path
 
-    from flusher.deployment_spec import MAINTENANCE, load_deployment
-    from flusher.service import FlusherService
+    from flusher.app.deployment_spec import MAINTENANCE, load_deployment
+    from flusher.app.service import FlusherService
 
     settings = _settings(args)
     spec = load_deployment(Path(args.prefect_yaml))
@@ -161,8 +161,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     """Create or update the failure automations (automations/*.yaml) and their notification block."""
     from pathlib import Path
 
-    from flusher.alerts import ensure_webhook_block, install_alerts, webhook_url_from
-    from flusher.deployment_spec import effective_interval, load_deployment
+    from flusher.app.alerts import ensure_webhook_block, install_alerts, webhook_url_from
+    from flusher.app.deployment_spec import effective_interval, load_deployment
 
     settings = _settings(args)
     interval = args.interval_seconds or effective_interval(load_deployment(Path(args.prefect_yaml)), settings)
@@ -174,7 +174,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Flush synthetic data from a throw-away PostgreSQL into a local DuckLake and show the result."""
-    from flusher.demo import run_demo
+    from flusher.app.demo import run_demo
 
     return run_demo(ledgers=args.ledgers, workdir=args.workdir)
 

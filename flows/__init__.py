@@ -1,0 +1,1 @@
+"""Prefect flows: bronze-flush and bronze-maintenance. Imported as `flusher.flows`."""
