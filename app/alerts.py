@@ -47,12 +47,12 @@ def webhook_template(url: str) -> tuple[str, dict[str, str]]:
     template, secrets = f"{parts.scheme}://", {}
     if at:
         secrets[USERINFO] = userinfo
-        template += "{{ %s }}@" % USERINFO
+        template += "{{ " + USERINFO + " }}@"
     template += host
     rest = parts.path + (f"?{parts.query}" if parts.query else "")
     if rest.strip("/"):
         secrets[PATH] = rest
-        template += "{{ %s }}" % PATH
+        template += "{{ " + PATH + " }}"
     else:
         template += rest
     return template, secrets

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 from flusher.config import ConfigError, Settings
 from flusher.secrets import MaskingStream, install_log_masking, mask
@@ -89,13 +89,12 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the flusher's state tables and the lake schema and tables (never drops anything)."""
+    from flusher import cold_checkpoint
     from flusher.hot import ledger_columns, make_pool
     from flusher.lake import LakeSession
     from flusher.registry import is_default_selection, selected_tables, unselected_tables
     from flusher.state import StateStore
     from flusher.stuck import find_stuck_rows
-
-    from flusher import cold_checkpoint
 
     settings = _settings(args)
     specs = selected_tables(settings.flush)
@@ -117,8 +116,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     names = [t.name for t in specs]
     with LakeSession(settings, attach_hot=False) as lake:
         created = lake.ensure_tables(names)
-    print(f"state schema {settings.flush.state_schema} ready; lake {settings.ducklake.catalog_name}."
-          f"{settings.ducklake.schema_name}: {len(created)} tables created, {len(names) - len(created)} already there")
+    print(
+        f"state schema {settings.flush.state_schema} ready; lake {settings.ducklake.catalog_name}."
+        f"{settings.ducklake.schema_name}: {len(created)} tables created, {len(names) - len(created)} already there"
+    )
     if unselected:
         print(f"flush.tables leaves out known tables: {', '.join(t.name for t in unselected)}")
     for reason in stuck.reasons():
@@ -189,7 +190,9 @@ def parser() -> argparse.ArgumentParser:
     def command(name: str, func, help_: str, config: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=func.__doc__)
         if config:
-            p.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML config (see config.yaml.example)")
+            p.add_argument(
+                "--config", "-c", required=True, metavar="FILE", help="YAML config (see config.yaml.example)"
+            )
         p.set_defaults(func=func)
         return p
 
@@ -212,12 +215,20 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--interval-seconds", type=int, help=argparse.SUPPRESS)  # tests only: a short schedule
     alerts = command("alerts", cmd_alerts, "install the failure automations in Prefect")
     alerts.add_argument("--automations", default="automations", metavar="DIR")
-    alerts.add_argument("--notify-block", default="flusher-alerts", metavar="NAME", help="notification block to send to")
-    alerts.add_argument("--webhook-url-env", metavar="NAME",
-                        help="create/update a webhook block of that name posting to the URL in this environment "
-                             "variable (default: $FLUSHER_ALERT_WEBHOOK_URL when set); its token is stored as a secret")
-    alerts.add_argument("--webhook-url", metavar="URL",
-                        help="as --webhook-url-env, but the URL (and its token) shows in `ps` while this runs")
+    alerts.add_argument(
+        "--notify-block", default="flusher-alerts", metavar="NAME", help="notification block to send to"
+    )
+    alerts.add_argument(
+        "--webhook-url-env",
+        metavar="NAME",
+        help="create/update a webhook block of that name posting to the URL in this environment "
+        "variable (default: $FLUSHER_ALERT_WEBHOOK_URL when set); its token is stored as a secret",
+    )
+    alerts.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="as --webhook-url-env, but the URL (and its token) shows in `ps` while this runs",
+    )
     alerts.add_argument("--prefect-yaml", default="prefect.yaml", metavar="FILE")
     alerts.add_argument("--interval-seconds", type=int, help=argparse.SUPPRESS)  # tests only
     demo = command("demo", cmd_demo, "flush synthetic data from an embedded PostgreSQL into a local lake", config=False)
@@ -241,7 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
     for noisy in ("httpx", "httpcore", "pgserver", "docket"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -8,20 +8,32 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 import yaml
+from psycopg import sql
 
 from flusher.embedded import create_database, create_hot_schema, server_params, start_embedded_postgres
 from flusher.registry import registry
 
 
 def _write_config(workdir: Path, params: dict[str, str]) -> Path:
-    catalog = psycopg.conninfo.make_conninfo(host=params["host"], port=params["port"], user=params["user"], dbname="bronze_catalog")
+    catalog = psycopg.conninfo.make_conninfo(
+        host=params["host"], port=params["port"], user=params["user"], dbname="bronze_catalog"
+    )
     config = {
         "service": {"name": "postgres-ducklake-flusher-demo", "flush_interval_minutes": 10},
-        "postgres": {"host": params["host"], "port": int(params["port"]), "database": "stellar_hot", "user": params["user"]},
-        "ducklake": {"catalog_path": catalog, "data_path": str(workdir / "lake"), "catalog_name": "bronze_catalog",
-                     "schema_name": "bronze", "metadata_schema": "bronze_meta"},
+        "postgres": {
+            "host": params["host"],
+            "port": int(params["port"]),
+            "database": "stellar_hot",
+            "user": params["user"],
+        },
+        "ducklake": {
+            "catalog_path": catalog,
+            "data_path": str(workdir / "lake"),
+            "catalog_name": "bronze_catalog",
+            "schema_name": "bronze",
+            "metadata_schema": "bronze_meta",
+        },
         "vacuum": {"enabled": True, "every_n_flushes": 1},
     }
     path = workdir / "config.yaml"
@@ -48,8 +60,7 @@ def _lake_counts(config_path: Path) -> dict[str, int]:
     settings = load_settings(config_path)
     with LakeSession(settings, attach_hot=False) as lake:
         cur = lake.cursor()
-        return {name: cur.execute(f"SELECT count(*) FROM {lake.table(name)}").fetchone()[0]
-                for name in registry()}
+        return {name: cur.execute(f"SELECT count(*) FROM {lake.table(name)}").fetchone()[0] for name in registry()}
 
 
 def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
@@ -70,8 +81,10 @@ def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
         hot_uri = psycopg.conninfo.make_conninfo(server.get_uri(), dbname="stellar_hot")
         started = time.perf_counter()
         loaded = _load_hot(hot_uri, ledgers)
-        print(f"loaded {sum(loaded.values())} synthetic rows ({ledgers} ledgers) into {len(loaded)} hot tables "
-              f"in {time.perf_counter() - started:.1f}s")
+        print(
+            f"loaded {sum(loaded.values())} synthetic rows ({ledgers} ledgers) into {len(loaded)} hot tables "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
         config = _write_config(root, params)
         from flusher.flows.bronze_flush import bronze_flush
 
@@ -94,8 +107,10 @@ def _run_seconds(config: Path) -> float:
     settings = load_settings(config)
     with connect(settings.postgres) as conn:
         return conn.execute(
-            sql.SQL("SELECT extract(epoch FROM finished_at - started_at)::float8 FROM {}.runs "
-                            "ORDER BY batch_id DESC LIMIT 1").format(sql.Identifier(settings.flush.state_schema))
+            sql.SQL(
+                "SELECT extract(epoch FROM finished_at - started_at)::float8 FROM {}.runs "
+                "ORDER BY batch_id DESC LIMIT 1"
+            ).format(sql.Identifier(settings.flush.state_schema))
         ).fetchone()[0]
 
 
@@ -109,7 +124,9 @@ def _result_table(config: Path, seconds: float) -> str:
     run = _run_seconds(config)
     lines = ["", status, "", f"{'lake table':34} {'rows in lake':>12}"]
     lines += [f"{name:34} {count:>12}" for name, count in lake.items()]
-    lines.append(f"\n{total} rows in {len(lake)} lake tables. The flush (mark, flush, delete, vacuum) took {run:.2f}s: "
-                 f"{total / run:,.0f} rows/s end to end.\nThe whole flow run took {seconds:.2f}s, including "
-                 "Prefect's start-up (a temporary API server when PREFECT_API_URL is not set).")
+    lines.append(
+        f"\n{total} rows in {len(lake)} lake tables. The flush (mark, flush, delete, vacuum) took {run:.2f}s: "
+        f"{total / run:,.0f} rows/s end to end.\nThe whole flow run took {seconds:.2f}s, including "
+        "Prefect's start-up (a temporary API server when PREFECT_API_URL is not set)."
+    )
     return "\n".join(lines)

@@ -75,7 +75,9 @@ def _check_parameters(spec: DeploymentSpec) -> None:
     known = set(inspect.signature(entrypoint_flow(spec).fn).parameters)
     unknown = sorted(set(spec.parameters) - known)
     if unknown:
-        raise ConfigError(f"deployment {spec.name!r} passes parameters {unknown} that the flow does not take: {sorted(known)}")
+        raise ConfigError(
+            f"deployment {spec.name!r} passes parameters {unknown} that the flow does not take: {sorted(known)}"
+        )
 
 
 def effective_interval(spec: DeploymentSpec, settings: Settings) -> int:

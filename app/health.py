@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -98,7 +98,9 @@ class HealthProbe:
         try:
             self._read_state(snap, with_durations)
         except (psycopg.Error, OSError) as exc:
-            snap.problems.append(f"PostgreSQL {self.settings.postgres.describe()} unreachable: {connection_reason(exc)}")
+            snap.problems.append(
+                f"PostgreSQL {self.settings.postgres.describe()} unreachable: {connection_reason(exc)}"
+            )
         problem = self._catalog_problem()
         if problem:
             snap.problems.append(problem)
@@ -120,12 +122,15 @@ class HealthProbe:
         with self.pool.connection() as conn:
             snap.hot_min, snap.hot_max = conn.execute(
                 sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
-                    c=sql.Identifier(WATERMARK_COLUMN), t=sql.Identifier(schema, WATERMARK_TABLE))
+                    c=sql.Identifier(WATERMARK_COLUMN), t=sql.Identifier(schema, WATERMARK_TABLE)
+                )
             ).fetchone()
-            snap.hot_rows = dict(conn.execute(
-                "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)",
-                (schema, self.tables),
-            ).fetchall())
+            snap.hot_rows = dict(
+                conn.execute(
+                    "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)",
+                    (schema, self.tables),
+                ).fetchall()
+            )
             last = snap.summary.last_watermark if snap.summary else None
             snap.stuck = find_stuck_rows(conn, schema, self.specs, self.unselected, last, cap=STUCK_ROWS_CAP)
 
@@ -154,8 +159,9 @@ class HealthProbe:
         body = {
             "status": "unhealthy" if reasons else "healthy",
             "flush_count": summary.flush_count if summary else None,
-            "last_flush_time": summary.last_flush_time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-            if summary and summary.last_flush_time else None,
+            "last_flush_time": summary.last_flush_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            if summary and summary.last_flush_time
+            else None,
             "last_watermark": summary.last_watermark if summary else None,
             "total_flushed": summary.total_flushed if summary else None,
             "uptime_seconds": int(time.monotonic() - self.started),
@@ -171,19 +177,22 @@ class HealthProbe:
     def _downstream(self, snap: Snapshot, reasons: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
         """Per consumer: its checkpoint and lag; a problem is a warning, and a reason (503) once its lag is too big."""
         warnings, rows = [], []
-        for consumer, reading in zip(self.settings.downstream, snap.consumers):
+        for consumer, reading in zip(self.settings.downstream, snap.consumers, strict=False):
             lag = snap.consumer_lag(reading)
             bound = consumer.max_lag_ledgers or self.settings.service.max_lag_ledgers
-            rows.append({"name": reading.name, "checkpoint": reading.checkpoint, "lag_ledgers": lag,
-                         "problem": reading.problem})
+            rows.append(
+                {"name": reading.name, "checkpoint": reading.checkpoint, "lag_ledgers": lag, "problem": reading.problem}
+            )
             if reading.problem:
                 (reasons if lag is not None and lag > bound else warnings).append(
-                    f"{reading.problem}; flushes are skipped" + (f" and the lag of {lag} ledgers exceeds {bound}"
-                                                                  if lag is not None and lag > bound else "")
+                    f"{reading.problem}; flushes are skipped"
+                    + (f" and the lag of {lag} ledgers exceeds {bound}" if lag is not None and lag > bound else "")
                 )
             elif lag is not None and lag > bound:
-                reasons.append(f"downstream consumer {reading.name} is {lag} ledgers behind the hot buffer "
-                               f"(more than {bound}): rows are kept for it")
+                reasons.append(
+                    f"downstream consumer {reading.name} is {lag} ledgers behind the hot buffer "
+                    f"(more than {bound}): rows are kept for it"
+                )
         return warnings, rows
 
     def _next_flush_in(self) -> float | None:
@@ -192,7 +201,7 @@ class HealthProbe:
         except Exception as exc:  # noqa: BLE001 - the API being down must not break /health
             log.debug("next scheduled run unknown: %s", exc)
             return None
-        return None if when is None else max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        return None if when is None else max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _go_counter(name: str, doc: str, value: float) -> Metric:
@@ -213,44 +222,81 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.probe.snapshot(with_durations=True)
-        yield GaugeMetricFamily("flusher_up", "1 when PostgreSQL and the catalog answer", value=0 if snap.problems else 1)
+        yield GaugeMetricFamily(
+            "flusher_up", "1 when PostgreSQL and the catalog answer", value=0 if snap.problems else 1
+        )
         summary = snap.summary
         if summary is None:
             return
         yield _go_counter("flusher_flush_count", "Total number of completed flush operations", summary.flush_count)
-        yield _go_counter("flusher_total_rows_flushed", "Total rows flushed across all operations", summary.total_flushed)
-        yield GaugeMetricFamily("flusher_last_watermark", "Last ledger sequence watermark flushed",
-                                value=summary.last_watermark or 0)
+        yield _go_counter(
+            "flusher_total_rows_flushed", "Total rows flushed across all operations", summary.total_flushed
+        )
+        yield GaugeMetricFamily(
+            "flusher_last_watermark", "Last ledger sequence watermark flushed", value=summary.last_watermark or 0
+        )
         last = summary.last_flush_time.timestamp() if summary.last_flush_time else 0
-        yield GaugeMetricFamily("flusher_last_flush_timestamp_seconds", "Unix time of the last completed flush", value=last)
-        yield GaugeMetricFamily("flusher_lag_ledgers", "Hot MAX(sequence) minus the last flushed watermark",
-                                value=snap.lag or 0)
-        yield _labelled("flusher_table_rows_flushed_total", "Rows flushed to the lake, by table", "counter",
-                        {t: v["rows_flushed"] for t, v in summary.tables.items()})
-        yield _labelled("flusher_table_rows_deleted_total", "Rows deleted from PostgreSQL, by table", "counter",
-                        {t: v["rows_deleted"] for t, v in summary.tables.items()})
-        yield _labelled("flusher_table_failures_total", "Table flushes that ended failed, by table", "counter", snap.failures)
-        yield _labelled("flusher_hot_rows", "Live rows in the hot buffer, by table (PostgreSQL estimate)", "gauge",
-                        snap.hot_rows)
-        yield _labelled("flusher_unflushed_table_rows", "Rows in known tables that flush.tables leaves out (counted "
-                        f"up to {STUCK_ROWS_CAP})", "gauge", snap.stuck.unflushed)
-        stuck = GaugeMetricFamily("flusher_stuck_rows", "Rows no flush moves as things stand, by table and reason "
-                                  f"(null_ledger, waiting_for_ledgers, unflushed_table; counted up to {STUCK_ROWS_CAP})",
-                                  labels=["table", "reason"])
+        yield GaugeMetricFamily(
+            "flusher_last_flush_timestamp_seconds", "Unix time of the last completed flush", value=last
+        )
+        yield GaugeMetricFamily(
+            "flusher_lag_ledgers", "Hot MAX(sequence) minus the last flushed watermark", value=snap.lag or 0
+        )
+        yield _labelled(
+            "flusher_table_rows_flushed_total",
+            "Rows flushed to the lake, by table",
+            "counter",
+            {t: v["rows_flushed"] for t, v in summary.tables.items()},
+        )
+        yield _labelled(
+            "flusher_table_rows_deleted_total",
+            "Rows deleted from PostgreSQL, by table",
+            "counter",
+            {t: v["rows_deleted"] for t, v in summary.tables.items()},
+        )
+        yield _labelled(
+            "flusher_table_failures_total", "Table flushes that ended failed, by table", "counter", snap.failures
+        )
+        yield _labelled(
+            "flusher_hot_rows", "Live rows in the hot buffer, by table (PostgreSQL estimate)", "gauge", snap.hot_rows
+        )
+        yield _labelled(
+            "flusher_unflushed_table_rows",
+            f"Rows in known tables that flush.tables leaves out (counted up to {STUCK_ROWS_CAP})",
+            "gauge",
+            snap.stuck.unflushed,
+        )
+        stuck = GaugeMetricFamily(
+            "flusher_stuck_rows",
+            "Rows no flush moves as things stand, by table and reason "
+            f"(null_ledger, waiting_for_ledgers, unflushed_table; counted up to {STUCK_ROWS_CAP})",
+            labels=["table", "reason"],
+        )
         for reason, rows in snap.stuck.by_kind().items():
             for table, count in sorted(rows.items()):
                 stuck.add_metric([table, reason], count)
         yield stuck
         yield _labelled("flusher_vacuum_runs_total", "VACUUM ANALYZE passes run", "counter", {"": snap.vacuums})
         if snap.consumers:
-            yield _by_consumer("flusher_downstream_checkpoint", "Downstream consumer's checkpoint ledger (0: unknown)",
-                               {r.name: r.checkpoint or 0 for r in snap.consumers})
-            yield _by_consumer("flusher_downstream_lag_ledgers", "Hot MAX(sequence) minus the consumer's checkpoint",
-                               {r.name: snap.consumer_lag(r) or 0 for r in snap.consumers})
-            yield _by_consumer("flusher_downstream_up", "1 when the consumer's checkpoint is readable and positive",
-                               {r.name: 0 if r.problem else 1 for r in snap.consumers})
+            yield _by_consumer(
+                "flusher_downstream_checkpoint",
+                "Downstream consumer's checkpoint ledger (0: unknown)",
+                {r.name: r.checkpoint or 0 for r in snap.consumers},
+            )
+            yield _by_consumer(
+                "flusher_downstream_lag_ledgers",
+                "Hot MAX(sequence) minus the consumer's checkpoint",
+                {r.name: snap.consumer_lag(r) or 0 for r in snap.consumers},
+            )
+            yield _by_consumer(
+                "flusher_downstream_up",
+                "1 when the consumer's checkpoint is readable and positive",
+                {r.name: 0 if r.problem else 1 for r in snap.consumers},
+            )
         yield _histogram("flusher_table_flush_seconds", "Seconds to flush one table", snap.flush_durations)
-        yield _histogram("flusher_table_delete_seconds", "Seconds to delete one table's flushed rows", snap.delete_durations)
+        yield _histogram(
+            "flusher_table_delete_seconds", "Seconds to delete one table's flushed rows", snap.delete_durations
+        )
 
 
 def _labelled(name: str, doc: str, kind: str, values: dict[str, float]) -> Metric:
@@ -271,7 +317,7 @@ def _by_consumer(name: str, doc: str, values: dict[str, float]) -> Metric:
 def _histogram(name: str, doc: str, data: dict[str, tuple[list[int], float, int]]) -> Metric:
     family = HistogramMetricFamily(name, doc, labels=["table"])
     for table, (counts, total, n) in sorted(data.items()):
-        buckets = [(str(b), c) for b, c in zip(DURATION_BUCKETS, counts)] + [("+Inf", n)]
+        buckets = [(str(b), c) for b, c in zip(DURATION_BUCKETS, counts, strict=False)] + [("+Inf", n)]
         family.add_metric([table], buckets, total)
     return family
 
@@ -306,8 +352,10 @@ def listen_problem(host: str, port: int, exc: OSError) -> str:
     if isinstance(exc, socket.gaierror):
         return f"service.health_host: cannot listen on {host!r}: not an address of this machine ({exc.strerror})"
     if exc.errno == errno.EADDRINUSE:
-        return (f"service.health_port: {host}:{port} is already in use (another flusher, or another program, "
-                "listens there); choose a free port (0 picks one) or stop the other process")
+        return (
+            f"service.health_port: {host}:{port} is already in use (another flusher, or another program, "
+            "listens there); choose a free port (0 picks one) or stop the other process"
+        )
     if exc.errno == errno.EACCES:
         return f"service.health_port: not allowed to listen on port {port} (below 1024 needs privileges); use 1024+"
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -317,7 +365,7 @@ def listen_problem(host: str, port: int, exc: OSError) -> str:
 
 def _handler(probe: HealthProbe, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path.split("?")[0] == "/health":
                 status, body = probe.health()
                 self._send(status, "application/json", json.dumps(body).encode())
@@ -334,7 +382,7 @@ def _handler(probe: HealthProbe, registry: CollectorRegistry) -> type[BaseHTTPRe
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - scrapes are not news
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("health server: " + format, *args)
 
     return Handler

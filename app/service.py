@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from flusher.config import Settings
 from flusher.app.deployment_spec import DeploymentSpec, effective_interval
 from flusher.app.health import HealthProbe, HealthServer
-from flusher.hot import make_pool
 from flusher.app.settings_source import CONFIG_ENV
+from flusher.config import Settings
+from flusher.hot import make_pool
 
 log = logging.getLogger("postgres_ducklake_flusher.service")
 
@@ -121,13 +121,21 @@ def build_deployment(spec: DeploymentSpec, config_path: Path, interval_seconds: 
         parameters={**spec.parameters, "config_path": str(config_path.resolve())},
         tags=spec.tags,
         description=spec.description,
-        concurrency_limit=ConcurrencyLimitConfig(limit=spec.concurrency_limit, collision_strategy=spec.collision_strategy),
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=spec.concurrency_limit, collision_strategy=spec.collision_strategy
+        ),
     )
 
 
 class FlusherService:
-    def __init__(self, settings: Settings, config_path: Path, spec: DeploymentSpec,
-                 interval_override: int | None = None, extra: list[DeploymentSpec] = ()):
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path,
+        spec: DeploymentSpec,
+        interval_override: int | None = None,
+        extra: list[DeploymentSpec] = (),
+    ):
         self.settings = settings
         self.config_path = config_path
         self.spec = spec
@@ -137,7 +145,9 @@ class FlusherService:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.stop_requested.is_set():
-            log.warning("Second %s: exiting now (the next start converges; nothing is lost)", signal.Signals(signum).name)
+            log.warning(
+                "Second %s: exiting now (the next start converges; nothing is lost)", signal.Signals(signum).name
+            )
             os._exit(130)
         log.info("%s received: finishing the flush in flight, then one final flush", signal.Signals(signum).name)
         self.stop_requested.set()
@@ -155,16 +165,24 @@ class FlusherService:
             deployments += [build_deployment(extra, self.config_path) for extra in self.extra]
             runner = RunnerThread(deployments, self.settings.service.name)
             # Before the runner: a port in use is a ConfigError (exit 2) before anything is scheduled.
-            health = HealthServer(HealthProbe(self.settings, pool, runner.next_scheduled_run),
-                                  self.settings.service.health_host, self.settings.service.health_port)
+            health = HealthServer(
+                HealthProbe(self.settings, pool, runner.next_scheduled_run),
+                self.settings.service.health_host,
+                self.settings.service.health_port,
+            )
         except BaseException:
             pool.close()
             raise
         health.start()
         try:
             runner.start()
-            log.info("Serving %s every %ss; /health and /metrics on %s:%s", self.spec.name, self.interval,
-                     self.settings.service.health_host, health.port)
+            log.info(
+                "Serving %s every %ss; /health and /metrics on %s:%s",
+                self.spec.name,
+                self.interval,
+                self.settings.service.health_host,
+                health.port,
+            )
             while not self.stop_requested.wait(0.5):
                 pass
             return self._shutdown(runner)
@@ -178,8 +196,10 @@ class FlusherService:
         while runner.runs_in_flight() and time.monotonic() < deadline:
             time.sleep(0.5)
         if runner.runs_in_flight():
-            log.warning("The flush in flight did not finish in %ss; stopping it (the next flush converges)",
-                        self.settings.service.shutdown_timeout_seconds)
+            log.warning(
+                "The flush in flight did not finish in %ss; stopping it (the next flush converges)",
+                self.settings.service.shutdown_timeout_seconds,
+            )
         runner.stop()
         log.info("Runner stopped; running the final flush")
         from flusher.flows.bronze_flush import bronze_flush

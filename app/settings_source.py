@@ -29,8 +29,11 @@ def allowed_config_path(path: str, environ: dict[str, str] | None = None) -> Pat
     if any(resolved != folder and resolved.is_relative_to(folder) for folder in folders):
         return resolved
     allowed = [f"${CONFIG_ENV} ({configured})" if configured else f"${CONFIG_ENV} (not set)"]
-    allowed.append(f"files under ${CONFIG_DIR_ENV} ({os.pathsep.join(map(str, folders))})" if folders
-                   else f"${CONFIG_DIR_ENV} is not set")
+    allowed.append(
+        f"files under ${CONFIG_DIR_ENV} ({os.pathsep.join(map(str, folders))})"
+        if folders
+        else f"${CONFIG_DIR_ENV} is not set"
+    )
     raise ConfigError(
         f"config_path {path!r} refused, and not read: a deployment run may only read its config from the worker's "
         f"{allowed[0]} or from {allowed[1]}. Set {CONFIG_DIR_ENV} in the worker's environment to allow a folder"
@@ -81,7 +84,9 @@ def resolve_downstream_blocks(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_settings(
-    config_path: str | None = None, postgres_block: str | None = None, ducklake_block: str | None = None,
+    config_path: str | None = None,
+    postgres_block: str | None = None,
+    ducklake_block: str | None = None,
     restricted: bool = False,
 ) -> Settings:
     """Settings from the config file (or $FLUSHER_CONFIG), with the named blocks' credentials on top.
@@ -106,8 +111,9 @@ def resolve_settings(
         raw = read_config_file(config_path)
     source = f"blocks {postgres_block!r}/{ducklake_block!r}" + (f" and {config_path}" if config_path else "")
     if not isinstance(raw, dict):
-        raise ConfigError(f"invalid configuration in {config_path}: expected a mapping of sections, "
-                          f"got {type(raw).__name__}")
+        raise ConfigError(
+            f"invalid configuration in {config_path}: expected a mapping of sections, got {type(raw).__name__}"
+        )
     raw = resolve_downstream_blocks(raw)
     if postgres_block:
         raw = with_block_section(raw, "postgres", postgres_from_connector(postgres_block), config_path)
@@ -120,8 +126,10 @@ def with_block_section(raw: dict[str, Any], section: str, fields: dict[str, Any]
     """`raw` with a block's fields over the file's `section` (the block wins); a section that is no mapping is named."""
     current = raw.get(section)
     if current is not None and not isinstance(current, dict):
-        raise ConfigError(f"invalid configuration in {source}:\n  {section}: expected a mapping of keys (the block "
-                          f"fills in its credentials), got {type(current).__name__}")
+        raise ConfigError(
+            f"invalid configuration in {source}:\n  {section}: expected a mapping of keys (the block "
+            f"fills in its credentials), got {type(current).__name__}"
+        )
     return {**raw, section: {**(current or {}), **fields}}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PHASES = ("watermark", "flush", "delete", "vacuum", "overhead")
 COLOURS = {"ceiling": "#888888", "seed-pattern": "#cc6666", "flusher": "#3366cc", "dlt": "#66aa66"}
@@ -29,8 +29,13 @@ def draw(results: dict, png: Path) -> None:
         low = [r["rows"] / r["wall_max"] for r in runs]
         high = [r["rows"] / r["wall_min"] for r in runs]
         ax = axes[row][0]
-        ax.bar(names, rate, yerr=[[a - b for a, b in zip(rate, low)], [b - a for a, b in zip(rate, high)]],
-               color=[COLOURS.get(n, "#999999") for n in names], capsize=4)
+        ax.bar(
+            names,
+            rate,
+            yerr=[[a - b for a, b in zip(rate, low, strict=False)], [b - a for a, b in zip(rate, high, strict=False)]],
+            color=[COLOURS.get(n, "#999999") for n in names],
+            capsize=4,
+        )
         ax.set_title(f"{size}: {runs[0]['rows']:,} rows — rows/s (median, min–max)")
         ax.grid(axis="y", alpha=0.3)
         ax = axes[row][1]
@@ -38,7 +43,7 @@ def draw(results: dict, png: Path) -> None:
         for phase in PHASES:
             values = [(r["phases"].get(phase) or 0.0) for r in runs]
             ax.barh(names, values, left=bottom, label=phase)
-            bottom = [a + b for a, b in zip(bottom, values)]
+            bottom = [a + b for a, b in zip(bottom, values, strict=False)]
         ax.set_title(f"{size}: wall seconds by phase (median)")
         ax.legend(fontsize=8, loc="lower right")
         ax.invert_yaxis()

@@ -75,8 +75,9 @@ def build_template(admin_uri: str, size: str, ledgers: int) -> Dataset:
     started = time.perf_counter()
     with psycopg.connect(db_uri(admin_uri, name)) as conn:
         create_hot_schema(conn)
-        rows = load_synthetic(conn, tables, FIRST_LEDGER, ledgers, ROWS_PER_LEDGER,
-                              every_n_ledgers=_sparse(tables), xdr_chars=XDR_CHARS)
+        rows = load_synthetic(
+            conn, tables, FIRST_LEDGER, ledgers, ROWS_PER_LEDGER, every_n_ledgers=_sparse(tables), xdr_chars=XDR_CHARS
+        )
         conn.commit()
     with psycopg.connect(db_uri(admin_uri, name), autocommit=True) as conn:
         # Hint bits and the visibility map set now, not by the first benchmark scan.

@@ -63,7 +63,9 @@ def run_subprocess(python: str, module: str, spec: Path, env: dict[str, str], lo
     """Run `python -m module spec`; returns its exit code, peak RSS in MiB (its own and its waited children's) and
     CPU seconds (user + system; PostgreSQL's own work is not in it)."""
     with log.open("w") as out:
-        proc = subprocess.Popen([python, "-m", module, str(spec)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [python, "-m", module, str(spec)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # Linux reports KiB
@@ -81,8 +83,16 @@ def verify(variant: str, ws: Workspace, result: dict) -> list[str]:
     return problems
 
 
-def measure(size: str, variant: str, rep: int, ws: Workspace, python: str, env: dict[str, str], pgdata: Path,
-            **spec_extra: object) -> Measurement:
+def measure(
+    size: str,
+    variant: str,
+    rep: int,
+    ws: Workspace,
+    python: str,
+    env: dict[str, str],
+    pgdata: Path,
+    **spec_extra: object,
+) -> Measurement:
     base, overrides = parse_variant(variant)
     result_path = ws.root / f"{base}.result.json"
     spec = ws.spec(result_path, root=str(ws.root), **spec_extra)
@@ -91,8 +101,13 @@ def measure(size: str, variant: str, rep: int, ws: Workspace, python: str, env: 
     code, rss, cpu = run_subprocess(python, MODULES[base], spec, os.environ | env | overrides, log)
     time.sleep(0.3)  # let the postmaster reap the variant's backends, so their CPU is counted
     pg_cpu = postgres_cpu_seconds(pgdata) - pg_before
-    load = {"load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0], "cpu_seconds": cpu + pg_cpu,
-            "client_cpu_seconds": cpu, "postgres_cpu_seconds": pg_cpu}
+    load = {
+        "load_avg_1m_before": load_before,
+        "load_avg_1m_after": os.getloadavg()[0],
+        "cpu_seconds": cpu + pg_cpu,
+        "client_cpu_seconds": cpu,
+        "postgres_cpu_seconds": pg_cpu,
+    }
     if code != 0 or not result_path.exists():
         tail = log.read_text()[-2000:]
         return Measurement(size, variant, rep, 0.0, {}, rss, 0, False, [f"exit code {code}: {tail}"], load)
@@ -100,5 +115,15 @@ def measure(size: str, variant: str, rep: int, ws: Workspace, python: str, env: 
     problems = verify(base, ws, result)
     extra = load | {k: v for k, v in result.items() if k not in ("wall", "phases", "rows", "lake_counts")}
     extra["lake_mib"] = sum(f.stat().st_size for f in Path(ws.data_path).rglob("*") if f.is_file()) / 2**20
-    return Measurement(size, variant, rep, result["wall"], result["phases"], rss, sum(ws.expected.values()),
-                       not problems, problems, extra)
+    return Measurement(
+        size,
+        variant,
+        rep,
+        result["wall"],
+        result["phases"],
+        rss,
+        sum(ws.expected.values()),
+        not problems,
+        problems,
+        extra,
+    )

@@ -16,7 +16,7 @@ def _stat(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()  # fields after "pid (comm) ", so index 0 is field 3 (state)
+    return text[text.rindex(")") + 2 :].split()  # fields after "pid (comm) ", so index 0 is field 3 (state)
 
 
 def postgres_cpu_seconds(pgdata: Path) -> float:

@@ -43,16 +43,21 @@ def prefect_server(home: Path, log: Path, timeout: float = 90) -> Iterator[dict[
     """Start `prefect server start` on a free loopback port; yield the client environment; stop it."""
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = os.environ | client_env(home, api_url) | {
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_UI_ENABLED": "false",
-    }
+    env = (
+        os.environ
+        | client_env(home, api_url)
+        | {
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_UI_ENABLED": "false",
+        }
+    )
     env.pop("PREFECT_API_URL")  # the server itself must not look for another API
     prefect = Path(sys.executable).parent / "prefect"
     with log.open("w") as out:
-        proc = subprocess.Popen([str(prefect), "server", "start"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(prefect), "server", "start"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(api_url):

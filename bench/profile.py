@@ -77,9 +77,28 @@ def main() -> None:
             ws = prepare(server.get_uri(), dataset, tmp / "run")
             spec = ws.spec(ws.root / "flusher.result.json", root=str(ws.root))
             raw = tmp / "profile.raw"
-            subprocess.run([str(PY_SPY), "record", "--idle", "--threads", "--format", "raw", "--rate", str(args.rate),
-                            "--output", str(raw), "--", str(Path(os.sys.executable)), "-m", "bench.variants.flusher_flow",
-                            str(spec)], cwd=ROOT, env=os.environ | env, check=True)
+            subprocess.run(
+                [
+                    str(PY_SPY),
+                    "record",
+                    "--idle",
+                    "--threads",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    str(args.rate),
+                    "--output",
+                    str(raw),
+                    "--",
+                    str(Path(os.sys.executable)),
+                    "-m",
+                    "bench.variants.flusher_flow",
+                    str(spec),
+                ],
+                cwd=ROOT,
+                env=os.environ | env,
+                check=True,
+            )
             print((ws.root / "flusher.result.json").read_text())
         text = summarise(raw, args.rate)
         if args.raw:

@@ -39,8 +39,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="seed,large", help="comma-separated: seed, large")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--variants", default="ceiling,seed-pattern,flusher,dlt",
-                        help="comma-separated; settings in brackets tune one run, e.g. flusher[flush.concurrency=2]")
+    parser.add_argument(
+        "--variants",
+        default="ceiling,seed-pattern,flusher,dlt",
+        help="comma-separated; settings in brackets tune one run, e.g. flusher[flush.concurrency=2]",
+    )
     parser.add_argument("--catchup", action="store_true", help="only the catch-up run (flusher with a ledger cap)")
     parser.add_argument("--peer-python", default=str(PEER_PYTHON), help="Python of bench/.venv (dlt, matplotlib)")
     parser.add_argument("--name", default=None, help="results file stem (default: bench, or catchup)")
@@ -78,26 +81,51 @@ def run_all(args: argparse.Namespace, tmp: Path) -> tuple[list[Measurement], dic
                 print(f"[{size}] loading {SIZES[size]:,} ledgers ...", flush=True)
                 dataset: Dataset = build_template(admin, size, SIZES[size])
                 datasets[size] = dataset.to_json()
-                print(f"[{size}] {dataset.total_rows:,} rows, {dataset.table_bytes / 2**20:,.0f} MiB "
-                      f"in {dataset.load_seconds:.0f} s", flush=True)
+                print(
+                    f"[{size}] {dataset.total_rows:,} rows, {dataset.table_bytes / 2**20:,.0f} MiB "
+                    f"in {dataset.load_seconds:.0f} s",
+                    flush=True,
+                )
                 for variant in variants if not cap else []:
                     for _ in range(WARMUP_RUNS.get(size, 0)):
-                        m = measure(size, variant, 0, prepare(admin, dataset, tmp / "run", cap),
-                                    _python_for(variant, args.peer_python), prefect_env, tmp / "pg")
-                        print(f"[{size}] warm-up {variant:13} {m.wall:7.2f} s (not counted)"
-                              + ("" if m.verified else "  FAILED: " + "; ".join(m.problems)[:400]), flush=True)
+                        m = measure(
+                            size,
+                            variant,
+                            0,
+                            prepare(admin, dataset, tmp / "run", cap),
+                            _python_for(variant, args.peer_python),
+                            prefect_env,
+                            tmp / "pg",
+                        )
+                        print(
+                            f"[{size}] warm-up {variant:13} {m.wall:7.2f} s (not counted)"
+                            + ("" if m.verified else "  FAILED: " + "; ".join(m.problems)[:400]),
+                            flush=True,
+                        )
                 for rep in range(1, reps + 1):
                     for variant in variants:  # interleaved, so drift on the machine hits every variant alike
                         if rep > MAX_REPS.get((size, variant), reps):
                             continue
                         ws = prepare(admin, dataset, tmp / "run", cap)
-                        m = measure(size, variant, rep, ws, _python_for(variant, args.peer_python), prefect_env,
-                                    tmp / "pg", until_empty=cap > 0)
+                        m = measure(
+                            size,
+                            variant,
+                            rep,
+                            ws,
+                            _python_for(variant, args.peer_python),
+                            prefect_env,
+                            tmp / "pg",
+                            until_empty=cap > 0,
+                        )
                         measurements.append(m)
                         status = "ok" if m.verified else "FAILED: " + "; ".join(m.problems)[:400]
-                        print(f"[{size}] rep {rep} {variant:13} {m.wall:7.2f} s  {m.rows / max(m.wall, 1e-9):>10,.0f} rows/s"
-                              f"  CPU {m.extra.get('cpu_seconds', 0):6.2f} s  RSS {m.peak_rss_mib:5.0f} MiB"
-                              f"  load {m.extra.get('load_avg_1m_after', 0):4.1f}  {status}", flush=True)
+                        print(
+                            f"[{size}] rep {rep} {variant:13} {m.wall:7.2f} s  "
+                            f"{m.rows / max(m.wall, 1e-9):>10,.0f} rows/s"
+                            f"  CPU {m.extra.get('cpu_seconds', 0):6.2f} s  RSS {m.peak_rss_mib:5.0f} MiB"
+                            f"  load {m.extra.get('load_avg_1m_after', 0):4.1f}  {status}",
+                            flush=True,
+                        )
                         if variant == "flusher" and cap:
                             print(f"[{size}]   {m.extra.get('runs')} flow runs of <= {cap:,} ledgers each", flush=True)
     finally:
@@ -137,18 +165,37 @@ def main(argv: list[str] | None = None) -> int:
     checks = targets(summary, ratio)
     table = markdown(summary, datasets, ratio, checks)
     command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])  # what make bench runs
-    header = (f"Measured by `{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-              f"{args.reps if not args.catchup else 1} repetitions per variant"
-              + "".join(f" (at {size}, after {n} untimed warm-up run)" for size, n in WARMUP_RUNS.items()
-                        if size in args.sizes.split(",") and not args.catchup)
-              + "".join(f" ({variant} at {size}: at most {n})" for (size, variant), n in MAX_REPS.items()
-                        if size in args.sizes.split(",") and variant in args.variants and not args.catchup)
-              + f", {time.perf_counter() - started:.0f} s in all; PostgreSQL checkpointed and disks synced before each run.")
+    header = (
+        f"Measured by `{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+        f"{args.reps if not args.catchup else 1} repetitions per variant"
+        + "".join(
+            f" (at {size}, after {n} untimed warm-up run)"
+            for size, n in WARMUP_RUNS.items()
+            if size in args.sizes.split(",") and not args.catchup
+        )
+        + "".join(
+            f" ({variant} at {size}: at most {n})"
+            for (size, variant), n in MAX_REPS.items()
+            if size in args.sizes.split(",") and variant in args.variants and not args.catchup
+        )
+        + f", {time.perf_counter() - started:.0f} s in all; PostgreSQL checkpointed and disks synced before each run."
+    )
     print("\n" + header + "\n\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     results = RESULTS / f"{name}.json"
-    results.write_text(json.dumps({"header": header, "datasets": datasets, "summary": summary, "ratios": ratio,
-                                   "targets": checks, "measurements": [m.to_json() for m in measurements]}, indent=1))
+    results.write_text(
+        json.dumps(
+            {
+                "header": header,
+                "datasets": datasets,
+                "summary": summary,
+                "ratios": ratio,
+                "targets": checks,
+                "measurements": [m.to_json() for m in measurements],
+            },
+            indent=1,
+        )
+    )
     (RESULTS / f"{name}.md").write_text(header + "\n\n" + table + "\n")
     _chart(args.peer_python, results, RESULTS / f"{name}.png")
     if not args.no_readme:

@@ -39,7 +39,9 @@ class Workspace:
 
 def _write_config(root: Path, admin_uri: str, data_path: Path, max_ledgers: int) -> Path:
     params = server_params(admin_uri)
-    catalog = psycopg.conninfo.make_conninfo(host=params["host"], port=params["port"], user=params["user"], dbname=CATALOG_DB)
+    catalog = psycopg.conninfo.make_conninfo(
+        host=params["host"], port=params["port"], user=params["user"], dbname=CATALOG_DB
+    )
     config = {
         "postgres": {"host": params["host"], "port": int(params["port"]), "database": HOT_DB, "user": params["user"]},
         "ducklake": {"catalog_path": catalog, "data_path": str(data_path)},
@@ -73,8 +75,15 @@ def prepare(admin_uri: str, dataset: Dataset, root: Path, max_ledgers: int = 0) 
     with make_pool(settings.postgres) as pool:
         StateStore(pool, settings.flush.state_schema).ensure()
     settle(admin_uri)
-    return Workspace(root, db_uri(admin_uri, HOT_DB), settings.ducklake.catalog_conninfo(), settings.ducklake.data_path,
-                     config, enabled_tables(), dataset.rows)
+    return Workspace(
+        root,
+        db_uri(admin_uri, HOT_DB),
+        settings.ducklake.catalog_conninfo(),
+        settings.ducklake.data_path,
+        config,
+        enabled_tables(),
+        dataset.rows,
+    )
 
 
 def settle(admin_uri: str) -> None:

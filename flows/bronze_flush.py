@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
+import psycopg
 from prefect import Task, flow, get_run_logger
 from prefect.context import SettingsContext, get_settings_context
 from prefect.futures import PrefectFuture
@@ -16,17 +17,15 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-import psycopg
-
 from flusher import cold_checkpoint
 from flusher.adoption import TakeoverRequired, lake_head
+from flusher.app.settings_source import resolve_settings
 from flusher.config import Settings
 from flusher.downstream import DownstreamBlocked
 from flusher.hot import Mark, connect, ledger_columns, ledger_type_refusal
 from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables, unselected_tables
 from flusher.resources import RunResources
 from flusher.secrets import install_log_masking, mask_state, masked_errors
-from flusher.app.settings_source import resolve_settings
 from flusher.stuck import StuckRows, find_stuck_rows
 from flusher.takeover import go_checkpoint, plan_takeover, render_plan, takeover_floor
 from flusher.tasks.delete import delete_flushed
@@ -176,8 +175,10 @@ def _present_in_hot(res: RunResources, specs: list[TableSpec], default: bool) ->
         present = ledger_columns(conn, res.settings.postgres.schema_name, {s.name: s.ledger_column for s in specs})
     missing = [s.name for s in specs if s.name not in present]
     if missing:
-        get_run_logger().info("Not in the hot buffer, so not flushed: %s (name them in flush.tables to make a "
-                              "missing table an error)", ", ".join(missing))
+        get_run_logger().info(
+            "Not in the hot buffer, so not flushed: %s (name them in flush.tables to make a missing table an error)",
+            ", ".join(missing),
+        )
     return [s for s in specs if s.name in present]
 
 
@@ -223,10 +224,14 @@ def _dry_run(res: RunResources, specs: list[TableSpec], mark: Mark) -> tuple[dic
     with res.pool.connection() as conn:
         columns = ledger_columns(conn, schema, {s.name: s.ledger_column for s in specs})
     wrong = {s.name for s in specs if s.name in columns and columns[s.name].type and not columns[s.name].is_integer}
-    refused = [ledger_type_refusal(schema, s.name, s.ledger_column, columns[s.name].type) for s in specs if s.name in wrong]
+    refused = [
+        ledger_type_refusal(schema, s.name, s.ledger_column, columns[s.name].type) for s in specs if s.name in wrong
+    ]
     countable = [s for s in specs if s.name not in wrong]
     counts = {s.name: res.control.count_at_or_below(s.name, s.ledger_column, mark.watermark) for s in countable}
-    get_run_logger().info("Dry run at watermark %s would flush %s rows: %s", mark.watermark, sum(counts.values()), counts)
+    get_run_logger().info(
+        "Dry run at watermark %s would flush %s rows: %s", mark.watermark, sum(counts.values()), counts
+    )
     for refusal in refused:
         get_run_logger().warning("Dry run: %s", refusal)
     return counts, refused
@@ -255,9 +260,9 @@ def bronze_flush(
     confirmed, the state records that it adopted the lake. With dry_run, reports what it would do.
     """
     with masked_errors():  # the state message and the logs leave the process: no secret in them
-        return mask_state(_bronze_flush(
-            config_path, tables, dry_run, max_ledgers_per_run, postgres_block, ducklake_block, takeover
-        ))
+        return mask_state(
+            _bronze_flush(config_path, tables, dry_run, max_ledgers_per_run, postgres_block, ducklake_block, takeover)
+        )
 
 
 def _bronze_flush(
@@ -310,9 +315,14 @@ def _bronze_flush(
             return Completed(message="; ".join(["nothing to flush: the hot buffer is empty", *stuck.reasons()]))
         if dry_run:
             counts, refused = _dry_run(res, specs, mark)
-            res.state.finish_run(mark.batch_id, "dry-run", mark.watermark, f"dry run: {sum(counts.values())} rows", False)
-            return Completed(message="; ".join(
-                [f"dry run at watermark {mark.watermark}: {sum(counts.values())} rows would flush", *refused]))
+            res.state.finish_run(
+                mark.batch_id, "dry-run", mark.watermark, f"dry run: {sum(counts.values())} rows", False
+            )
+            return Completed(
+                message="; ".join(
+                    [f"dry run at watermark {mark.watermark}: {sum(counts.values())} rows would flush", *refused]
+                )
+            )
         res.open_lake([s.name for s in specs])
         if takeover:  # flushes refuse until the takeover has finished (adopted() is False meanwhile)
             res.state.begin_adoption("takeover")
@@ -344,7 +354,11 @@ def _bronze_flush(
             get_run_logger().info("Takeover complete at watermark %s: the lake is adopted", mark.watermark)
         report.stuck = _stuck_rows(res, specs)
         vacuumed = False
-        if not report.failed_tables and settings.vacuum.enabled and res.state.vacuum_due(settings.vacuum.every_n_flushes):
+        if (
+            not report.failed_tables
+            and settings.vacuum.enabled
+            and res.state.vacuum_due(settings.vacuum.every_n_flushes)
+        ):
             report.vacuum_seconds = vacuum_tables(res, [s.name for s in specs])
             vacuumed = True
         status = "failed" if report.failed_tables or checkpoint_error else "completed"

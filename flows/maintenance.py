@@ -7,11 +7,11 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from flusher import failpoints
+from flusher.app.settings_source import resolve_settings
 from flusher.hot import lock_key
 from flusher.lake import LakeSession
 from flusher.resources import RunResources
 from flusher.secrets import install_log_masking, mask_state, masked_errors
-from flusher.app.settings_source import resolve_settings
 from flusher.tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
 from flusher.tasks.run_context import started_from_deployment
 

@@ -63,7 +63,9 @@ def confirmed_floor(conn: psycopg.Connection, state_schema: str, tables: list[st
     return conn.execute(sql.SQL(_CONFIRMED_FLOOR).format(state=sql.Identifier(state_schema)), (tables,)).fetchone()[0]
 
 
-def advance(conn: psycopg.Connection, schema: str, state_schema: str, tables: list[str]) -> tuple[int | None, int | None]:
+def advance(
+    conn: psycopg.Connection, schema: str, state_schema: str, tables: list[str]
+) -> tuple[int | None, int | None]:
     """Raise the checkpoint to the confirmed floor of `tables` if that is higher; returns (floor, value now).
 
     One transaction: the table and row are created if missing, the row is locked by the UPDATE, GREATEST keeps a

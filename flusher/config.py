@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import psycopg.conninfo
 import yaml
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator,
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -46,7 +53,10 @@ def session_options(statement_timeout_seconds: int, existing: str | None = None)
 
     PostgreSQL applies `-c` options in order, so ours, last, win over the same name in `existing`.
     """
-    ours = {**SESSION_SETTINGS, "statement_timeout": f"{statement_timeout_seconds}s" if statement_timeout_seconds else "0"}
+    ours = {
+        **SESSION_SETTINGS,
+        "statement_timeout": f"{statement_timeout_seconds}s" if statement_timeout_seconds else "0",
+    }
     mine = " ".join(f"-c {name}={value}" for name, value in ours.items())
     return f"{existing.strip()} {mine}" if existing and existing.strip() else mine
 
@@ -80,9 +90,15 @@ class ServiceSettings(_Section):
     name: str = "postgres-ducklake-flusher"
     health_port: int = Field(8089, ge=0, le=65535, description="/health and /metrics; 0 picks a free port.")
     health_host: str = Field("0.0.0.0", description="Address the health server binds.")
-    unhealthy_after_failures: int = Field(3, ge=1, le=1000, description="/health is 503 after this many failed flushes in a row.")
-    max_lag_ledgers: int = Field(1000, ge=1, le=_INT64, description="/health is 503 when the hot buffer is this far ahead.")
-    shutdown_timeout_seconds: float = Field(600, ge=0, le=_DAY, description="How long shutdown waits for a flush in flight.")
+    unhealthy_after_failures: int = Field(
+        3, ge=1, le=1000, description="/health is 503 after this many failed flushes in a row."
+    )
+    max_lag_ledgers: int = Field(
+        1000, ge=1, le=_INT64, description="/health is 503 when the hot buffer is this far ahead."
+    )
+    shutdown_timeout_seconds: float = Field(
+        600, ge=0, le=_DAY, description="How long shutdown waits for a flush in flight."
+    )
     flush_interval_minutes: int = Field(10, description="Minutes between scheduled flushes (5-60).")
 
     @field_validator("flush_interval_minutes")
@@ -104,10 +120,15 @@ class PostgresSettings(_Section):
     pool_size: int = Field(4, ge=1, le=64)
     connect_timeout_seconds: int = Field(10, ge=1, le=3600)
     statement_timeout_seconds: int = Field(
-        900, ge=1, le=_PG_TIMEOUT_SECONDS, description="statement_timeout of the flusher's own PostgreSQL statements (DELETE, VACUUM, state); "
-                               "the copy (DuckDB's scanner) and the catalog run without one.",
+        900,
+        ge=1,
+        le=_PG_TIMEOUT_SECONDS,
+        description="statement_timeout of the flusher's own PostgreSQL statements (DELETE, VACUUM, state); "
+        "the copy (DuckDB's scanner) and the catalog run without one.",
     )
-    lock_timeout_seconds: int = Field(30, ge=1, le=_PG_TIMEOUT_SECONDS, description="How long a DELETE waits for row locks before giving up.")
+    lock_timeout_seconds: int = Field(
+        30, ge=1, le=_PG_TIMEOUT_SECONDS, description="How long a DELETE waits for row locks before giving up."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
@@ -152,26 +173,36 @@ class DuckLakeSettings(_Section):
     aws_url_style: Literal["vhost", "path"] = "vhost"
     aws_use_ssl: bool = True
     threads: int | None = Field(
-        None, ge=1, le=256,
-        description="DuckDB threads shared by all table flushes; null: the cores the concurrent flushes leave, plus one.",
+        None,
+        ge=1,
+        le=256,
+        description="DuckDB threads shared by all table flushes; null: the cores the concurrent flushes leave, "
+        "plus one.",
     )
     memory_limit: str = Field(
-        "512MB", description="DuckDB memory_limit, e.g. 512MB; the process peaks about 350 MiB above it (Python, Prefect)."
+        "512MB",
+        description="DuckDB memory_limit, e.g. 512MB; the process peaks about 350 MiB above it (Python, Prefect).",
     )
     allow_catalog_migration: bool = Field(False, description="Let DuckLake migrate an older catalog format.")
     partition_by: Identifier | None = Field(
         "ledger_range", description="Column the Bronze tables are partitioned by; null leaves partitioning alone."
     )
     parquet_compression: Literal["snappy", "zstd", "lz4", "lz4_raw", "gzip", "brotli", "uncompressed"] | None = Field(
-        None, description="Compression of the Parquet files the flusher writes; null keeps the lake's (DuckLake: snappy)."
+        None,
+        description="Compression of the Parquet files the flusher writes; null keeps the lake's (DuckLake: snappy).",
     )
     parquet_row_group_size: int | None = Field(
-        32768, ge=2048, le=_INT32,
+        32768,
+        ge=2048,
+        le=_INT32,
         description="Rows per Parquet row group; null keeps the lake's (DuckLake: 122880). 32768 flushed 2.2M rows "
-                    "in 26.7 s against 32.9 s, with files of the same size (bench/results/parquet-large.md).",
+        "in 26.7 s against 32.9 s, with files of the same size (bench/results/parquet-large.md).",
     )
     data_inlining_row_limit: int | None = Field(
-        None, ge=0, le=_INT32, description="Inserts of fewer rows go into the catalog, not a file (0 = never; null = DuckLake's 10)."
+        None,
+        ge=0,
+        le=_INT32,
+        description="Inserts of fewer rows go into the catalog, not a file (0 = never; null = DuckLake's 10).",
     )
 
     @field_validator("catalog_path")
@@ -259,17 +290,22 @@ def default_concurrency() -> int:
 
 class FlushSettings(_Section):
     concurrency: int = Field(
-        default_factory=default_concurrency, ge=1, le=32,
+        default_factory=default_concurrency,
+        ge=1,
+        le=32,
         description="Tables flushed at once; default one per core (2-4). More helps when storage is remote.",
     )
     retries: int = Field(2, ge=0, le=10)
-    retry_delay_seconds: float = Field(2.0, ge=0, le=3600, description="First retry delay; doubles on each further retry.")
+    retry_delay_seconds: float = Field(
+        2.0, ge=0, le=3600, description="First retry delay; doubles on each further retry."
+    )
     max_ledgers_per_run: int = Field(0, ge=0, le=_INT64, description="Cap per run for catch-up; 0 means no cap.")
     lock_wait_seconds: float = Field(0, ge=0, le=_DAY, description="Wait this long for a running flush, then skip.")
     state_schema: Identifier = "flusher_state"
     tables: list[str] | None = Field(
-        None, description="Tables to flush; default: every registry table that exists in the hot buffer. With a list, "
-                          "a known table left out that has rows is reported by status, /health and /metrics.",
+        None,
+        description="Tables to flush; default: every registry table that exists in the hot buffer. With a list, "
+        "a known table left out that has rows is reported by status, /health and /metrics.",
     )
     extra_tables: list[str] = Field(
         default_factory=list, description="Added to an explicit `tables` list; redundant with the default (all known)."
@@ -279,23 +315,35 @@ class FlushSettings(_Section):
     @classmethod
     def _tables_not_empty(cls, value: list[str] | None) -> list[str] | None:
         if value == []:  # the watermark would advance while nothing moves
-            raise ValueError("is empty, so nothing would be flushed; remove the key to flush every known table, "
-                             "or list at least one")
+            raise ValueError(
+                "is empty, so nothing would be flushed; remove the key to flush every known table, or list at least one"
+            )
         return value
 
 
 class MaintenanceSettings(_Section):
     enabled: bool = Field(
-        False, description="The Go service's meaning: run maintenance right after every Nth completed flush, in the "
-                           "same flow run, under the flush lock (the bronze-maintenance deployment runs regardless).",
+        False,
+        description="The Go service's meaning: run maintenance right after every Nth completed flush, in the "
+        "same flow run, under the flush lock (the bronze-maintenance deployment runs regardless).",
     )
-    every_n_flushes: int = Field(6, ge=1, le=1_000_000, description="With enabled: maintain after every Nth completed flush (Go: 6).")
-    snapshot_retention_days: float = Field(7, gt=0, le=_CENTURY_DAYS, description="Snapshots younger than this are never expired.")
+    every_n_flushes: int = Field(
+        6, ge=1, le=1_000_000, description="With enabled: maintain after every Nth completed flush (Go: 6)."
+    )
+    snapshot_retention_days: float = Field(
+        7, gt=0, le=_CENTURY_DAYS, description="Snapshots younger than this are never expired."
+    )
     file_cleanup_age_hours: float = Field(
-        24, ge=0, le=_CENTURY_DAYS * 24, description="Files freed by expired snapshots are deleted once scheduled this long ago."
+        24,
+        ge=0,
+        le=_CENTURY_DAYS * 24,
+        description="Files freed by expired snapshots are deleted once scheduled this long ago.",
     )
     orphan_file_age_hours: float = Field(
-        24, ge=1, le=_CENTURY_DAYS * 24, description="Files no snapshot knows are deleted only once this old (never all at once)."
+        24,
+        ge=1,
+        le=_CENTURY_DAYS * 24,
+        description="Files no snapshot knows are deleted only once this old (never all at once).",
     )
     max_compacted_files: int = Field(50, ge=2, le=1_000_000, description="Bound on the files one merge reads (memory).")
 
@@ -326,8 +374,11 @@ class DownstreamConsumer(_Section):
     query: str | None = Field(None, description="Instead of table/column: SQL returning one integer.")
     connect_timeout_seconds: int = Field(10, ge=1, le=300, description="Bound on connecting and on the query.")
     max_lag_ledgers: int | None = Field(
-        None, ge=1, le=_INT64, description="/health is 503 when the hot maximum is this far past the checkpoint; "
-                                "default service.max_lag_ledgers."
+        None,
+        ge=1,
+        le=_INT64,
+        description="/health is 503 when the hot maximum is this far past the checkpoint; "
+        "default service.max_lag_ledgers.",
     )
 
     @field_validator("table")
@@ -345,7 +396,9 @@ class DownstreamConsumer(_Section):
         try:
             psycopg.conninfo.conninfo_to_dict(value.get_secret_value())
         except psycopg.ProgrammingError:
-            raise ValueError("is not a PostgreSQL connection string; use 'host=... dbname=...' or postgresql://...") from None
+            raise ValueError(
+                "is not a PostgreSQL connection string; use 'host=... dbname=...' or postgresql://..."
+            ) from None
         if problem := secrets.uri_userinfo_problem(value.get_secret_value()):
             raise ValueError(problem)
         return value
@@ -379,8 +432,13 @@ class DownstreamConsumer(_Section):
         if self.block:
             raise ConfigError(f"downstream block {self.block!r} was not resolved (use flusher.app.settings_source)")
         return psycopg.conninfo.make_conninfo(
-            host=self.host, port=self.port, dbname=self.database, user=self.user or None,
-            password=self.password.get_secret_value() or None, sslmode=self.sslmode, **extra,
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            user=self.user or None,
+            password=self.password.get_secret_value() or None,
+            sslmode=self.sslmode,
+            **extra,
         )
 
     def secrets(self) -> list[str]:
@@ -428,7 +486,7 @@ class Settings(_Section):
     downstream: list[DownstreamConsumer] = Field(
         default_factory=list,
         description="Readers of the hot buffer: one mapping (the Go service's form) or a list; a run's watermark "
-                    "never passes the lowest checkpoint.",
+        "never passes the lowest checkpoint.",
     )
 
     @field_validator("downstream", mode="before")
@@ -442,13 +500,15 @@ class Settings(_Section):
 
 
 # FLUSHER_* variables the project reads that are not settings: never reported as misspelled settings.
-OTHER_ENV = frozenset({
-    "FLUSHER_CONFIG",             # the config file of a run that names none (flusher.app.settings_source)
-    "FLUSHER_CONFIG_DIR",         # where a run's config_path may point
-    "FLUSHER_FAILPOINTS",         # crash tests (flusher.failpoints)
-    "FLUSHER_TEST_PG_URI",        # the test suite's PostgreSQL (tests/conftest.py)
-    "FLUSHER_ALERT_WEBHOOK_URL",  # the alert webhook's address (`alerts`)
-})
+OTHER_ENV = frozenset(
+    {
+        "FLUSHER_CONFIG",  # the config file of a run that names none (flusher.app.settings_source)
+        "FLUSHER_CONFIG_DIR",  # where a run's config_path may point
+        "FLUSHER_FAILPOINTS",  # crash tests (flusher.failpoints)
+        "FLUSHER_TEST_PG_URI",  # the test suite's PostgreSQL (tests/conftest.py)
+        "FLUSHER_ALERT_WEBHOOK_URL",  # the alert webhook's address (`alerts`)
+    }
+)
 # What YAML reads as null: an optional key set to one of these is unset (None).
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _DOWNSTREAM_ENTRY = re.compile(r"^FLUSHER_DOWNSTREAM_(\d+)_(\w+)$")
@@ -470,16 +530,26 @@ def _field_names(model: type[BaseModel]) -> dict[str, tuple[str, FieldInfo]]:
 
 def _section_models() -> dict[str, type[BaseModel]]:
     """The sections that are one mapping (all but `downstream`, which may be a list)."""
-    return {name: f.annotation for name, f in Settings.model_fields.items()
-            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
+    return {
+        name: f.annotation
+        for name, f in Settings.model_fields.items()
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+    }
 
 
 def settings_env_names() -> dict[str, tuple[str, str]]:
-    """Every FLUSHER_SECTION_KEY variable -> (section, field); the downstream list form is FLUSHER_DOWNSTREAM_<i>_KEY."""
-    names = {f"{ENV_PREFIX}{section.upper()}_{key}": (section, name)
-             for section, model in _section_models().items() for key, (name, _) in _field_names(model).items()}
-    names.update({f"{ENV_PREFIX}DOWNSTREAM_{key}": ("downstream", name)
-                  for key, (name, _) in _field_names(DownstreamConsumer).items()})
+    """Every FLUSHER_SECTION_KEY variable -> (section, field); downstream's list form is FLUSHER_DOWNSTREAM_<i>_KEY."""
+    names = {
+        f"{ENV_PREFIX}{section.upper()}_{key}": (section, name)
+        for section, model in _section_models().items()
+        for key, (name, _) in _field_names(model).items()
+    }
+    names.update(
+        {
+            f"{ENV_PREFIX}DOWNSTREAM_{key}": ("downstream", name)
+            for key, (name, _) in _field_names(DownstreamConsumer).items()
+        }
+    )
     return names
 
 
@@ -497,8 +567,10 @@ def _env_value(name: str, raw: str, field: FieldInfo) -> Any:
         except Exception:  # noqa: BLE001 - any parser failure is "not a list"; the message says what to write
             value = None
         if not isinstance(value, list) or any(isinstance(item, (list, dict)) for item in value):
-            raise _EnvProblem(f"{name}: expects a list of names such as '[trades_row_v1, effects_row_v1]' "
-                              "(a YAML or JSON flow sequence)")
+            raise _EnvProblem(
+                f"{name}: expects a list of names such as '[trades_row_v1, effects_row_v1]' "
+                "(a YAML or JSON flow sequence)"
+            )
         return value
     return raw
 
@@ -509,8 +581,10 @@ def _unknown_variable(name: str, candidates: set[str]) -> str:
         return f"{name}: environment variable names are upper case; did you mean {upper}?"
     close = difflib.get_close_matches(upper, sorted(candidates), n=1, cutoff=0.8)
     hint = f"did you mean {close[0]}? " if close else ""
-    return (f"{name}: unknown environment variable ({hint}settings are FLUSHER_<SECTION>_<KEY> with a key of "
-            "config.yaml.example; FLUSHER_DOWNSTREAM_<i>_<KEY> for downstream list entry i)")
+    return (
+        f"{name}: unknown environment variable ({hint}settings are FLUSHER_<SECTION>_<KEY> with a key of "
+        "config.yaml.example; FLUSHER_DOWNSTREAM_<i>_<KEY> for downstream list entry i)"
+    )
 
 
 class _EnvOverlay:
@@ -518,8 +592,13 @@ class _EnvOverlay:
 
     def __init__(self, raw: dict[Any, Any]) -> None:
         self.merged: dict[Any, Any] = {
-            section: [dict(v) if isinstance(v, dict) else v for v in values] if isinstance(values, list)
-            else dict(values) if isinstance(values, dict) else values if values is not None else {}
+            section: [dict(v) if isinstance(v, dict) else v for v in values]
+            if isinstance(values, list)
+            else dict(values)
+            if isinstance(values, dict)
+            else values
+            if values is not None
+            else {}
             for section, values in raw.items()  # an empty section (`vacuum:` with its keys commented out): defaults
         }
         self.origins: dict[_Loc, str] = {}  # (section, key) or ("downstream", i, key) -> the variable
@@ -560,7 +639,7 @@ def _apply_env(raw: dict[Any, Any], environ: Mapping[str, str]) -> _EnvOverlay:
     for name in sorted(environ):
         if not name.upper().startswith(ENV_PREFIX) or name in OTHER_ENV:
             continue
-        suffix = name[len(ENV_PREFIX):]
+        suffix = name[len(ENV_PREFIX) :]
         section, _, key = suffix.partition("_")
         entry = _DOWNSTREAM_ENTRY.match(name)
         try:
@@ -585,18 +664,25 @@ def _apply_env(raw: dict[Any, Any], environ: Mapping[str, str]) -> _EnvOverlay:
     return overlay
 
 
-def _apply_downstream_env(overlay: _EnvOverlay, single: dict[str, tuple[str, FieldInfo, Any]],
-                          entries: dict[int, dict[str, tuple[str, FieldInfo, Any]]]) -> None:
+def _apply_downstream_env(
+    overlay: _EnvOverlay,
+    single: dict[str, tuple[str, FieldInfo, Any]],
+    entries: dict[int, dict[str, tuple[str, FieldInfo, Any]]],
+) -> None:
     current = overlay.merged.get("downstream")
     if entries and (single or isinstance(current, dict)):
         names = ", ".join(sorted(single) + sorted(name for found in entries.values() for name in found))
         mapping = "" if single else " with the file's downstream mapping"
-        overlay.problems.append(f"{names}: list entries (FLUSHER_DOWNSTREAM_<i>_<KEY>) do not mix with one mapping "
-                                f"(FLUSHER_DOWNSTREAM_<KEY>){mapping}; use one form")
+        overlay.problems.append(
+            f"{names}: list entries (FLUSHER_DOWNSTREAM_<i>_<KEY>) do not mix with one mapping "
+            f"(FLUSHER_DOWNSTREAM_<KEY>){mapping}; use one form"
+        )
         return
     if single and isinstance(current, list):
-        overlay.problems.append(f"{', '.join(sorted(single))}: downstream is a list in the file; use "
-                                "FLUSHER_DOWNSTREAM_<i>_<KEY> for list entry i")
+        overlay.problems.append(
+            f"{', '.join(sorted(single))}: downstream is a list in the file; use "
+            "FLUSHER_DOWNSTREAM_<i>_<KEY> for list entry i"
+        )
         return
     if single:
         target = overlay.section("downstream", {})
@@ -659,7 +745,9 @@ def _check_is_config(raw: dict[str, Any], source: str) -> None:
 def settings_from_mapping(raw: Any, source: str = "config", environ: Mapping[str, str] | None = None) -> Settings:
     """Validate a parsed config mapping (plus environment overrides) into Settings, or raise a ConfigError."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"invalid configuration in {source}: expected a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(
+            f"invalid configuration in {source}: expected a mapping of sections, got {type(raw).__name__}"
+        )
     _check_is_config(raw, source)
     overlay = _apply_env(raw, os.environ if environ is None else environ)
     if overlay.problems:
@@ -677,7 +765,9 @@ def read_config_file(path: str | os.PathLike[str]) -> Any:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}; pass --config with an existing file") from None
+        raise ConfigError(
+            f"cannot read config file {file}: {exc.strerror}; pass --config with an existing file"
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {file} is not UTF-8 text; pass --config with a YAML file") from None
     return parse_config_text(text, str(file))
@@ -696,8 +786,10 @@ def parse_config_text(text: str, source: str = "config") -> Any:
     except RecursionError:
         raise ConfigError(f"config file {source} is not a config: its YAML is nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - PyYAML raises ValueError, AttributeError... for bad tags and dates
-        raise ConfigError(f"config file {source} is not valid YAML: a value it cannot read "
-                          f"({type(exc).__name__}); check tagged values (!!...) and dates") from None
+        raise ConfigError(
+            f"config file {source} is not valid YAML: a value it cannot read "
+            f"({type(exc).__name__}); check tagged values (!!...) and dates"
+        ) from None
 
 
 def load_settings(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Settings:

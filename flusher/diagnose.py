@@ -31,10 +31,12 @@ def invalid_utf8(session: LakeSession, spec: TableSpec, columns: list[Column], w
         for c in text
     )
     with session.cursor() as cur:
-        row = cur.execute(f"SELECT {checks} FROM postgres_query({quote_literal(HOT)}, {quote_literal(inner)})").fetchone()
+        row = cur.execute(
+            f"SELECT {checks} FROM postgres_query({quote_literal(HOT)}, {quote_literal(inner)})"
+        ).fetchone()
     found = []
     for i, column in enumerate(text):
-        count, low, high = row[3 * i: 3 * i + 3]
+        count, low, high = row[3 * i : 3 * i + 3]
         if count:
             found.append(f"column {column}: {count} row(s), ledgers {low}..{high}")
     return found

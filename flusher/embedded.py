@@ -19,17 +19,23 @@ def start_embedded_postgres(data_dir: Path, keep: bool = False):
 def server_params(uri: str) -> dict[str, str]:
     """host (a socket folder or a hostname), port and user of a PostgreSQL URI."""
     parts = psycopg.conninfo.conninfo_to_dict(uri)
-    return {"host": parts.get("host", "localhost"), "port": str(parts.get("port", 5432)), "user": parts.get("user", "postgres")}
+    return {
+        "host": parts.get("host", "localhost"),
+        "port": str(parts.get("port", 5432)),
+        "user": parts.get("user", "postgres"),
+    }
 
 
 def create_database(admin_uri: str, name: str, encoding: str | None = None) -> None:
-    """CREATE DATABASE name unless it exists (encoding e.g. SQL_ASCII, which lets invalid UTF-8 in, as some hot buffers do)."""
+    """CREATE DATABASE unless it exists (encoding e.g. SQL_ASCII: invalid UTF-8 gets in, as in some hot buffers)."""
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if encoding:
-            statement += sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(sql.Literal(encoding))
+            statement += sql.SQL(" ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(
+                sql.Literal(encoding)
+            )
         conn.execute(statement)
 
 

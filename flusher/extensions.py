@@ -46,4 +46,3 @@ def load_extensions(con: duckdb.DuckDBPyConnection, names: tuple[str, ...] = tup
     con.execute("SET autoload_known_extensions = false")
     for name in names:
         con.execute(f"LOAD {quote_literal(str(extension_path(name)))}")
-

@@ -38,8 +38,10 @@ class Leftovers:
         """One clause for the flush error message; empty when there was nothing to remove."""
         parts = []
         if self.removed:
-            parts.append(f"removed {len(self.removed)} unreferenced file(s) ({self.bytes_freed} bytes) the failed "
-                         f"write left in {self.folder}")
+            parts.append(
+                f"removed {len(self.removed)} unreferenced file(s) ({self.bytes_freed} bytes) the failed "
+                f"write left in {self.folder}"
+            )
         if self.failed:
             parts.append(f"could not remove {len(self.failed)} of them ({self.failed[0]})")
         return "; ".join(parts)
@@ -53,8 +55,10 @@ def explain_disk_full(message: str, data_path: str) -> str:
     """The error message, led by what happened and where when the cause is a full disk (DuckDB's IO error kept)."""
     if not is_disk_full(message):
         return message
-    return (f"the lake's data path {data_path} is out of space (No space left on device); free space there or move "
-            f"ducklake.data_path, the rows stay in PostgreSQL until then. DuckDB said: {message}")
+    return (
+        f"the lake's data path {data_path} is out of space (No space left on device); free space there or move "
+        f"ducklake.data_path, the rows stay in PostgreSQL until then. DuckDB said: {message}"
+    )
 
 
 def table_folder(session: LakeSession, table: str) -> Path | None:
@@ -97,8 +101,12 @@ def unreferenced_since(folder: Path, referenced: set[str], since: float) -> list
     found = []
     for path in folder.rglob("*"):
         try:
-            if path.is_file() and not path.is_symlink() and path.name not in referenced \
-                    and path.stat().st_mtime >= since:
+            if (
+                path.is_file()
+                and not path.is_symlink()
+                and path.name not in referenced
+                and path.stat().st_mtime >= since
+            ):
                 found.append(path)
         except FileNotFoundError:
             continue

@@ -61,7 +61,7 @@ class LockHolder:
 
     @property
     def kind(self) -> str | None:
-        """"flush" or "maintenance" when a flusher run holds it (see holder_name), else None."""
+        """ "flush" or "maintenance" when a flusher run holds it (see holder_name), else None."""
         name = self.application_name or ""
         return name.removeprefix(_HOLDER_PREFIX).partition(":")[0] if name.startswith(_HOLDER_PREFIX) else None
 
@@ -107,7 +107,12 @@ def make_pool(pg: PostgresSettings) -> ConnectionPool:
     """A small pool of autocommit connections for state writes, deletes and VACUUM."""
     connect(pg).close()  # fail fast with a clear message instead of a pool timeout
     return ConnectionPool(
-        pg.conninfo(), min_size=1, max_size=pg.pool_size, kwargs={"autocommit": True}, open=True, name="flusher",
+        pg.conninfo(),
+        min_size=1,
+        max_size=pg.pool_size,
+        kwargs={"autocommit": True},
+        open=True,
+        name="flusher",
         configure=configure_session,
         timeout=max(30, pg.connect_timeout_seconds),
     )
@@ -208,7 +213,7 @@ def ledger_type_refusal(schema: str, table: str, column: str, type_name: str) ->
 def choose_watermark(
     hot_min: int | None, hot_max: int | None, previous: int | None, max_ledgers: int, ceiling: int | None = None
 ) -> int | None:
-    """The ledger to flush up to: the hot maximum, or the previous watermark so late rows still move; capped for catch-up.
+    """The ledger to flush up to: the hot maximum, or the previous watermark (late rows still move); capped (catch-up).
 
     The cap counts from the oldest ledger in the hot buffer, but never goes below the previous watermark.
     `ceiling` (the lowest downstream checkpoint) bounds it all: nothing is flushed that a consumer still needs in hot.
@@ -313,8 +318,14 @@ def ledger_columns(conn: psycopg.Connection, schema: str, columns: dict[str, str
     return {t: LedgerColumn(t, columns[t], kind, bool(not_null)) for t, kind, not_null in rows}
 
 
-def bounded_count(conn: psycopg.Connection, schema: str, table: str, where: sql.Composable | None = None,
-                  params: tuple = (), cap: int | None = None) -> int:
+def bounded_count(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    where: sql.Composable | None = None,
+    params: tuple = (),
+    cap: int | None = None,
+) -> int:
     """count(*) of a table's rows (matching `where`), stopping at `cap` rows when given, so a scrape stays cheap."""
     source = sql.SQL("SELECT 1 FROM {t}").format(t=sql.Identifier(schema, table))
     if where is not None:

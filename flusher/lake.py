@@ -131,8 +131,11 @@ class LakeSession:
         body = ", ".join(
             f"{k} {str(v).lower() if isinstance(v, bool) else quote_literal(str(v))}" for k, v in options.items()
         )
-        self._run("cannot configure S3 credentials", f"CREATE OR REPLACE SECRET flusher_s3 ({body}, SCOPE {quote_literal(lake.data_path)})",
-                  "Check the aws_* settings.")
+        self._run(
+            "cannot configure S3 credentials",
+            f"CREATE OR REPLACE SECRET flusher_s3 ({body}, SCOPE {quote_literal(lake.data_path)})",
+            "Check the aws_* settings.",
+        )
 
     def _check_data_path(self) -> None:
         """List the data path once, so bad credentials or a missing bucket stop the run before anything moves."""
@@ -143,7 +146,9 @@ class LakeSession:
         try:
             self._db.execute("SELECT count(*) FROM glob(?)", [lake.data_path + PREFLIGHT_PROBE]).fetchone()
         except duckdb.Error as exc:
-            raise LakeError(storage_error(lake.data_path, lake.aws_endpoint, redact(str(exc), *self._secrets()))) from None
+            raise LakeError(
+                storage_error(lake.data_path, lake.aws_endpoint, redact(str(exc), *self._secrets()))
+            ) from None
 
     def _attach_hot(self) -> None:
         pg = self.settings.postgres
@@ -155,7 +160,10 @@ class LakeSession:
 
     def _attach_lake(self) -> None:
         lake = self.settings.ducklake
-        options = [f"DATA_PATH {quote_literal(lake.data_path)}", f"METADATA_SCHEMA {quote_literal(lake.metadata_schema)}"]
+        options = [
+            f"DATA_PATH {quote_literal(lake.data_path)}",
+            f"METADATA_SCHEMA {quote_literal(lake.metadata_schema)}",
+        ]
         if lake.allow_catalog_migration:
             options.append("AUTOMATIC_MIGRATION true")
         if lake.data_inlining_row_limit is not None:
@@ -189,7 +197,7 @@ class LakeSession:
             ) from None
 
     def ensure_tables(self, names: list[str]) -> list[str]:
-        """Create the lake schema and any missing Bronze table, and partition unpartitioned ones; never drop anything."""
+        """Create the lake schema and missing Bronze tables, and partition unpartitioned ones; never drop anything."""
         cur = self.cursor()
         cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified(self.lake, self.schema)}")
         existing = self.columns_by_table(self.lake, self.schema)
@@ -213,14 +221,19 @@ class LakeSession:
         They live in the catalog (every writer of the lake uses them), and setting one commits no snapshot.
         """
         lake = self.settings.ducklake
-        wanted = {"parquet_compression": lake.parquet_compression, "parquet_row_group_size": lake.parquet_row_group_size}
+        wanted = {
+            "parquet_compression": lake.parquet_compression,
+            "parquet_row_group_size": lake.parquet_row_group_size,
+        }
         wanted = {name: str(value) for name, value in wanted.items() if value is not None}
         if not wanted:
             return {}
         with self.cursor() as cur:
-            current = dict(cur.execute(
-                f"SELECT option_name, value FROM {quote_ident(self.lake)}.options() WHERE scope = 'GLOBAL'"
-            ).fetchall())
+            current = dict(
+                cur.execute(
+                    f"SELECT option_name, value FROM {quote_ident(self.lake)}.options() WHERE scope = 'GLOBAL'"
+                ).fetchall()
+            )
             changed = {name: value for name, value in wanted.items() if current.get(name) != value}
             for name, value in changed.items():
                 cur.execute(f"CALL {quote_ident(self.lake)}.set_option(?, ?)", [name, value])
@@ -252,17 +265,22 @@ class LakeSession:
 
     def partition_columns(self) -> dict[str, list[str]]:
         """Table -> its current partition columns, for the tables of the Bronze schema that are partitioned."""
-        rows = self.cursor().execute(
-            f"SELECT t.table_name, c.column_name FROM {self.metadata('ducklake_table')} t "
-            f"JOIN {self.metadata('ducklake_schema')} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL "
-            f"JOIN {self.metadata('ducklake_partition_info')} p ON p.table_id = t.table_id AND p.end_snapshot IS NULL "
-            f"JOIN {self.metadata('ducklake_partition_column')} pc "
-            "  ON pc.partition_id = p.partition_id AND pc.table_id = t.table_id "
-            f"JOIN {self.metadata('ducklake_column')} c "
-            "  ON c.column_id = pc.column_id AND c.table_id = t.table_id AND c.end_snapshot IS NULL "
-            "WHERE t.end_snapshot IS NULL AND s.schema_name = ? ORDER BY t.table_name, pc.partition_key_index",
-            [self.schema],
-        ).fetchall()
+        rows = (
+            self.cursor()
+            .execute(
+                f"SELECT t.table_name, c.column_name FROM {self.metadata('ducklake_table')} t "
+                f"JOIN {self.metadata('ducklake_schema')} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL "
+                f"JOIN {self.metadata('ducklake_partition_info')} p "
+                "  ON p.table_id = t.table_id AND p.end_snapshot IS NULL "
+                f"JOIN {self.metadata('ducklake_partition_column')} pc "
+                "  ON pc.partition_id = p.partition_id AND pc.table_id = t.table_id "
+                f"JOIN {self.metadata('ducklake_column')} c "
+                "  ON c.column_id = pc.column_id AND c.table_id = t.table_id AND c.end_snapshot IS NULL "
+                "WHERE t.end_snapshot IS NULL AND s.schema_name = ? ORDER BY t.table_name, pc.partition_key_index",
+                [self.schema],
+            )
+            .fetchall()
+        )
         out: dict[str, list[str]] = {}
         for table, column in rows:
             out.setdefault(table, []).append(column)
@@ -270,11 +288,15 @@ class LakeSession:
 
     def columns_by_table(self, database: str, schema: str) -> dict[str, list[Column]]:
         """Columns of every table in database.schema, in physical order, as DuckDB types."""
-        rows = self.cursor().execute(
-            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-            "WHERE database_name = ? AND schema_name = ? ORDER BY table_name, column_index",
-            [database, schema],
-        ).fetchall()
+        rows = (
+            self.cursor()
+            .execute(
+                "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                "WHERE database_name = ? AND schema_name = ? ORDER BY table_name, column_index",
+                [database, schema],
+            )
+            .fetchall()
+        )
         out: dict[str, list[Column]] = {}
         for table, column, type_ in rows:
             out.setdefault(table, []).append(Column(column, type_))
@@ -287,15 +309,29 @@ def storage_error(data_path: str, endpoint: str | None, reason: str) -> str:
     where = f"bucket {bucket!r} at endpoint {endpoint or 'the default AWS S3 endpoint'}"
     first = reason.splitlines()[0] if reason else "unknown error"
     detail = " ".join(line.strip() for line in reason.splitlines()[1:3] if line.strip())
-    if "403" in reason or "AccessDenied" in reason or "InvalidAccessKeyId" in reason or "SignatureDoesNotMatch" in reason:
-        hint = ("the credentials were rejected: check ducklake.aws_access_key_id, aws_secret_access_key and aws_region "
-                "(for B2, an application key that may use this bucket)")
+    if (
+        "403" in reason
+        or "AccessDenied" in reason
+        or "InvalidAccessKeyId" in reason
+        or "SignatureDoesNotMatch" in reason
+    ):
+        hint = (
+            "the credentials were rejected: check ducklake.aws_access_key_id, aws_secret_access_key and aws_region "
+            "(for B2, an application key that may use this bucket)"
+        )
     elif "NoSuchBucket" in reason or "404" in reason:
-        hint = "the bucket does not exist there: create it, or fix the bucket in ducklake.data_path or ducklake.aws_endpoint"
+        hint = (
+            "the bucket does not exist there: create it, or fix the bucket in ducklake.data_path or "
+            "ducklake.aws_endpoint"
+        )
     else:
-        hint = "the endpoint did not answer: check ducklake.aws_endpoint, aws_use_ssl and aws_url_style (path for MinIO)"
-    return (f"cannot list the lake's data path {data_path} ({where}): {hint}. Nothing was flushed or deleted. "
-            f"DuckDB said: {first} {detail}".strip())
+        hint = (
+            "the endpoint did not answer: check ducklake.aws_endpoint, aws_use_ssl and aws_url_style (path for MinIO)"
+        )
+    return (
+        f"cannot list the lake's data path {data_path} ({where}): {hint}. Nothing was flushed or deleted. "
+        f"DuckDB said: {first} {detail}".strip()
+    )
 
 
 _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+(\"?[A-Za-z_][A-Za-z0-9_]*\"?)\s*\(", re.IGNORECASE)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flusher.adoption import label_owner
 from flusher.lake import LakeSession
@@ -30,11 +30,15 @@ class Cutoffs:
     orphan_files: datetime
 
     @classmethod
-    def from_settings(cls, retention_days: float, cleanup_hours: float, orphan_hours: float,
-                      now: datetime | None = None) -> Cutoffs:
-        now = now or datetime.now(timezone.utc)
-        return cls(now - timedelta(days=retention_days), now - timedelta(hours=cleanup_hours),
-                   now - timedelta(hours=orphan_hours))
+    def from_settings(
+        cls, retention_days: float, cleanup_hours: float, orphan_hours: float, now: datetime | None = None
+    ) -> Cutoffs:
+        now = now or datetime.now(UTC)
+        return cls(
+            now - timedelta(days=retention_days),
+            now - timedelta(hours=cleanup_hours),
+            now - timedelta(hours=orphan_hours),
+        )
 
 
 def lake_tables(lake: LakeSession) -> list[str]:
@@ -84,7 +88,9 @@ def file_stats(lake: LakeSession, tables: list[str]) -> dict[str, FileStats]:
 def files_awaiting_deletion(lake: LakeSession) -> int:
     """Files no snapshot reads any more (merged away or expired), waiting for cleanup past their age limit."""
     with lake.cursor() as cur:
-        return cur.execute(f"SELECT count(*) FROM {lake.metadata('ducklake_files_scheduled_for_deletion')}").fetchone()[0]
+        return cur.execute(f"SELECT count(*) FROM {lake.metadata('ducklake_files_scheduled_for_deletion')}").fetchone()[
+            0
+        ]
 
 
 def flush_inlined(lake: LakeSession) -> int:
@@ -116,7 +122,9 @@ def expire_snapshots(lake: LakeSession, older_than: datetime, dry_run: bool) -> 
 def _file_procedure(lake: LakeSession, procedure: str, older_than: datetime, dry_run: bool) -> list[str]:
     """CALL a DuckLake file-deleting procedure with an age cutoff (never cleanup_all); the paths it names."""
     with lake.cursor() as cur:
-        rows = cur.execute(f"CALL {procedure}(?, dry_run => ?, older_than => ?)", [lake.lake, dry_run, older_than]).fetchall()
+        rows = cur.execute(
+            f"CALL {procedure}(?, dry_run => ?, older_than => ?)", [lake.lake, dry_run, older_than]
+        ).fetchall()
     return [r[0] for r in rows]
 
 

@@ -31,7 +31,10 @@ def registry() -> dict[str, TableSpec]:
     raw = yaml.safe_load(resources.files("flusher.schema").joinpath("tables.yaml").read_text())
     return {
         t["name"]: TableSpec(
-            t["name"], t["ledger_column"], t["group"], bool(t["enabled"]),
+            t["name"],
+            t["ledger_column"],
+            t["group"],
+            bool(t["enabled"]),
             None if t.get("natural_key") is None else tuple(t["natural_key"]),
         )
         for t in raw["tables"]
@@ -47,8 +50,9 @@ def _unknown(names: list[str], where: str) -> ConfigError | None:
     unknown = [t for t in names if t not in registry()]
     if not unknown:
         return None
-    return ConfigError(f"{where}: {unknown} not in the registry (schema/tables.yaml); known tables: "
-                       f"{', '.join(known_table_names())}")
+    return ConfigError(
+        f"{where}: {unknown} not in the registry (schema/tables.yaml); known tables: {', '.join(known_table_names())}"
+    )
 
 
 def is_default_selection(flush: FlushSettings, only: list[str] | None = None) -> bool:
@@ -63,8 +67,11 @@ def is_default_selection(flush: FlushSettings, only: list[str] | None = None) ->
 def selected_tables(flush: FlushSettings, only: list[str] | None = None) -> list[TableSpec]:
     """The tables a run flushes: flush.tables (+ extra_tables), or every known table; narrowed to `only` when given."""
     known = registry()
-    for names, where in ((flush.tables or [], "flush.tables"), (flush.extra_tables, "flush.extra_tables"),
-                         (only or [], "tables to flush")):
+    for names, where in (
+        (flush.tables or [], "flush.tables"),
+        (flush.extra_tables, "flush.extra_tables"),
+        (only or [], "tables to flush"),
+    ):
         error = _unknown(names, where)
         if error:
             raise error

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import ConnectionPool
 
+from flusher.adoption import check_lake, label_owner
 from flusher.config import Settings
 from flusher.hot import ControlSession, make_pool, table_bytes, unconstrained_numeric_columns
-from flusher.adoption import check_lake, label_owner
 from flusher.lake import HOT, Column, LakeSession
 from flusher.state import StateStore
 from flusher.transfer import LabelOwner

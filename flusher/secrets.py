@@ -25,10 +25,20 @@ from typing import Any
 
 MASK = "********"
 MIN_LENGTH = 4  # a shorter secret is masked only where parsing finds it: replacing "ab" everywhere would garble text
-SECRET_KEYS = frozenset({
-    "password", "sslpassword", "passwd", "catalog_path", "dsn", "aws_access_key_id", "aws_secret_access_key", "secret",
-    "token", "webhook_url",
-})
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "sslpassword",
+        "passwd",
+        "catalog_path",
+        "dsn",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "secret",
+        "token",
+        "webhook_url",
+    }
+)
 # libpq keywords whose value is a secret (the keyword form of a connection string)
 _CONNINFO_SECRET_WORDS = ("password", "sslpassword", "passwd")
 
@@ -149,8 +159,10 @@ def uri_userinfo_problem(dsn: str) -> str | None:
     except Exception:  # noqa: BLE001 - unparsable: the caller's own check says so
         return None
     if read != written.secret:
-        return ("the URI's password holds a character libpq reads as a delimiter; percent-encode it "
-                "(@ %40, / %2F, ? %3F, # %23, : %3A, space %20)")
+        return (
+            "the URI's password holds a character libpq reads as a delimiter; percent-encode it "
+            "(@ %40, / %2F, ? %3F, # %23, : %3A, space %20)"
+        )
     return None
 
 
@@ -177,7 +189,7 @@ def _keyword_value(text: str, start: int) -> tuple[int, str]:
     if text.startswith("''", start) and not text.startswith("'''", start):  # ''value'' inside a SQL literal
         end = text.find("''", start + 2)
         end = len(text) if end < 0 else end + 2
-        return end, text[start + 2:end - 2].replace("\\'", "'")
+        return end, text[start + 2 : end - 2].replace("\\'", "'")
     if text.startswith("'", start):
         i, value = start + 1, []
         while i < len(text) and text[i] != "'":
@@ -239,7 +251,7 @@ def _parsed_secrets(text: str) -> list[_Found]:
         while i < len(text) and text[i] != quote:
             i += 2 if text[i] == "\\" else 1
         if i > match.end():
-            found.append(_Found(match.end(), min(i, len(text)), text[match.end():i]))
+            found.append(_Found(match.end(), min(i, len(text)), text[match.end() : i]))
     return found
 
 
@@ -378,7 +390,7 @@ class MaskingStream:
         return getattr(self._stream, name)
 
 
-class masked_errors:  # noqa: N801 - used as a context manager, like contextlib's
+class masked_errors:
     """Re-raise an exception whose message holds a secret as a masked copy (a flow run's state message is made from
     the exception that ends it, and goes to the API)."""
 

@@ -39,7 +39,9 @@ class StateIdentity:
             return f"state {self.state_id}: adopted ({self.adopted_how}) at {self.adopted_at:%Y-%m-%d %H:%M:%S %Z}"
         if self.adopted is False:
             return f"state {self.state_id}: takeover required ({self.adopted_how} started, not finished)"
-        return f"state {self.state_id}: not adopted yet (the first flush adopts an empty lake; takeover required if not)"
+        return (
+            f"state {self.state_id}: not adopted yet (the first flush adopts an empty lake; takeover required if not)"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,20 +81,24 @@ class StateStore:
             conn.execute(self._q(ddl))
             # A state from before state ids (runs, no identity row) adopted the lake long ago: say so, and keep its
             # labels without a state id undoable, but only for the batches it had allocated by now.
-            conn.execute(self._q(
-                "INSERT INTO {schema}.state_identity (adopted_at, adopted_how, known_snapshot, legacy_labels_upto) "
-                "SELECT now(), 'upgrade', (SELECT coalesce(max(lake_snapshot_id), 0) FROM {schema}.table_batches), "
-                "max(batch_id) FROM {schema}.runs HAVING count(*) > 0 ON CONFLICT (id) DO NOTHING"
-            ))
+            conn.execute(
+                self._q(
+                    "INSERT INTO {schema}.state_identity (adopted_at, adopted_how, known_snapshot, legacy_labels_upto) "
+                    "SELECT now(), 'upgrade', (SELECT coalesce(max(lake_snapshot_id), 0) FROM {schema}.table_batches), "
+                    "max(batch_id) FROM {schema}.runs HAVING count(*) > 0 ON CONFLICT (id) DO NOTHING"
+                )
+            )
             conn.execute(self._q("INSERT INTO {schema}.state_identity DEFAULT VALUES ON CONFLICT (id) DO NOTHING"))
 
     def identity(self) -> StateIdentity:
         """The state_identity row (ensure() creates it)."""
         with self.pool.connection() as conn:
-            row = conn.execute(self._q(
-                "SELECT state_id::text, created_at, adopted_at, adopted_how, known_snapshot, legacy_labels_upto "
-                "FROM {schema}.state_identity"
-            )).fetchone()
+            row = conn.execute(
+                self._q(
+                    "SELECT state_id::text, created_at, adopted_at, adopted_how, known_snapshot, legacy_labels_upto "
+                    "FROM {schema}.state_identity"
+                )
+            ).fetchone()
         if row is None:
             raise RuntimeError("the flusher state has no state_identity row; run `postgres-ducklake-flusher init`")
         return StateIdentity(*row)
@@ -162,7 +168,9 @@ class StateStore:
             "UPDATE {schema}.runs SET status = 'abandoned', finished_at = now(), "
             "message = 'the process stopped before the run finished' WHERE status = 'running'"
         )
-        return self._execute("INSERT INTO {schema}.runs (flow_run_id) VALUES (%s) RETURNING batch_id", (flow_run_id,))[0][0]
+        return self._execute("INSERT INTO {schema}.runs (flow_run_id) VALUES (%s) RETURNING batch_id", (flow_run_id,))[
+            0
+        ][0]
 
     def last_watermark(self) -> int | None:
         """The highest watermark any table was confirmed at."""
@@ -181,7 +189,8 @@ class StateStore:
     def record_pending(self, batch: int, table: str, watermark: int) -> bool:
         """Note that the table's flush starts; True on its first attempt in this batch, False on a retry."""
         rows = self._execute(
-            "INSERT INTO {schema}.table_batches (batch_id, table_name, watermark, status) VALUES (%s, %s, %s, 'pending') "
+            "INSERT INTO {schema}.table_batches (batch_id, table_name, watermark, status) "
+            "VALUES (%s, %s, %s, 'pending') "
             "ON CONFLICT (batch_id, table_name) DO UPDATE SET status = 'pending', error = NULL, updated_at = now() "
             "RETURNING (xmax = 0)",  # xmax is 0 on a fresh insert and set when ON CONFLICT updated the row
             (batch, table, watermark),
@@ -189,7 +198,13 @@ class StateStore:
         return bool(rows[0][0])
 
     def record_committed(
-        self, batch: int, table: str, snapshot_id: int | None, rows: int, seconds: float, undone: list[int],
+        self,
+        batch: int,
+        table: str,
+        snapshot_id: int | None,
+        rows: int,
+        seconds: float,
+        undone: list[int],
         rows_expected: int | None = None,
     ) -> None:
         """The lake commit exists (or nothing needed committing): note it and retire the batches it undid.
@@ -255,7 +270,7 @@ class StateStore:
         return since + 1 >= every_n
 
     def vacuum_due(self, every_n: int) -> bool:
-        """True when this is the Nth completed run since the last VACUUM (counted in PostgreSQL, so restarts keep it)."""
+        """True when this is the Nth completed run since the last VACUUM (counted in PostgreSQL: restarts keep it)."""
         return self._due("vacuumed", every_n)
 
     def maintenance_due(self, every_n: int) -> bool:
@@ -295,7 +310,9 @@ class StateStore:
         return out
 
     def failures_by_table(self) -> dict[str, int]:
-        rows = self._execute("SELECT table_name, count(*) FROM {schema}.table_batches WHERE error IS NOT NULL GROUP BY 1")
+        rows = self._execute(
+            "SELECT table_name, count(*) FROM {schema}.table_batches WHERE error IS NOT NULL GROUP BY 1"
+        )
         return dict(rows)
 
     def vacuum_count(self) -> int:

@@ -34,7 +34,9 @@ def render_status(settings: Settings) -> str:
         status = t.get("last_status") or "-"
         if t.get("last_error") and status != "confirmed":
             status += f" ({t['last_error'][:80]})"
-        lines.append(f"{name:34} {in_hot:>10} {t.get('rows_flushed', 0):>12} {str(t.get('last_batch') or '-'):>10}  {status}")
+        lines.append(
+            f"{name:34} {in_hot:>10} {t.get('rows_flushed', 0):>12} {str(t.get('last_batch') or '-'):>10}  {status}"
+        )
     for spec in unselected:  # an explicit flush.tables leaves these out: rows here are never flushed
         if hot[spec.name]:
             lines.append(f"{spec.name:34} {hot[spec.name]:>10} {'-':>12} {'-':>10}  NOT FLUSHED (not in flush.tables)")

@@ -38,8 +38,11 @@ class StuckRows:
         return bool(self.null_ledger or self.waiting_for_ledgers or self.unflushed)
 
     def by_kind(self) -> dict[str, dict[str, int]]:
-        return {NULL_LEDGER: self.null_ledger, WAITING_FOR_LEDGERS: self.waiting_for_ledgers,
-                UNFLUSHED_TABLE: self.unflushed}
+        return {
+            NULL_LEDGER: self.null_ledger,
+            WAITING_FOR_LEDGERS: self.waiting_for_ledgers,
+            UNFLUSHED_TABLE: self.unflushed,
+        }
 
     def _n(self, rows: int) -> str:
         return f"{rows}+" if self.capped_at is not None and rows >= self.capped_at else str(rows)
@@ -48,18 +51,26 @@ class StuckRows:
         """One sentence per kind: what is stuck, where, and what to do."""
         out = []
         if self.null_ledger:
-            where = ", ".join(f"{t} ({self._n(n)} rows, {self.ledger_column.get(t, '?')} IS NULL)"
-                              for t, n in sorted(self.null_ledger.items()))
-            out.append(f"rows with a NULL ledger column stay in PostgreSQL forever: {where}; set their ledger "
-                       "(or delete them) and make the column NOT NULL")
+            where = ", ".join(
+                f"{t} ({self._n(n)} rows, {self.ledger_column.get(t, '?')} IS NULL)"
+                for t, n in sorted(self.null_ledger.items())
+            )
+            out.append(
+                f"rows with a NULL ledger column stay in PostgreSQL forever: {where}; set their ledger "
+                "(or delete them) and make the column NOT NULL"
+            )
         if self.waiting_for_ledgers:
             where = ", ".join(f"{t} ({self._n(n)} rows)" for t, n in sorted(self.waiting_for_ledgers.items()))
-            out.append(f"{WATERMARK_TABLE} is empty, so no watermark covers rows in {where}; they move once "
-                       f"their ledgers reach {WATERMARK_TABLE} (check the ingester)")
+            out.append(
+                f"{WATERMARK_TABLE} is empty, so no watermark covers rows in {where}; they move once "
+                f"their ledgers reach {WATERMARK_TABLE} (check the ingester)"
+            )
         if self.unflushed:
             where = ", ".join(f"{t} ({self._n(n)} rows)" for t, n in sorted(self.unflushed.items()))
-            out.append(f"known tables with rows are not flushed (left out of flush.tables): {where}; add them to "
-                       "flush.tables (or remove the list to flush every known table), or their rows grow forever")
+            out.append(
+                f"known tables with rows are not flushed (left out of flush.tables): {where}; add them to "
+                "flush.tables (or remove the list to flush every known table), or their rows grow forever"
+            )
         return out
 
 
@@ -101,8 +112,9 @@ def _is_null(column: LedgerColumn) -> sql.Composable:
     return sql.SQL("{} IS NULL").format(sql.Identifier(column.column))
 
 
-def _rows_above(conn: psycopg.Connection, schema: str, column: LedgerColumn, flushed_through: int | None,
-                cap: int | None) -> int:
+def _rows_above(
+    conn: psycopg.Connection, schema: str, column: LedgerColumn, flushed_through: int | None, cap: int | None
+) -> int:
     if flushed_through is None:
         where = sql.SQL("{} IS NOT NULL").format(sql.Identifier(column.column))
         return bounded_count(conn, schema, column.table, where, cap=cap)

@@ -17,7 +17,12 @@ from psycopg import sql
 
 from flusher.config import Settings
 from flusher.hot import (
-    DUCKDB_INTEGER_TYPES, ControlSession, choose_watermark, connect, ledger_type_refusal, validate_snapshot_id,
+    DUCKDB_INTEGER_TYPES,
+    ControlSession,
+    choose_watermark,
+    connect,
+    ledger_type_refusal,
+    validate_snapshot_id,
 )
 from flusher.lake import COMMIT_AUTHOR, HOT, Column, LakeSession, redact
 from flusher.quoting import quote_ident, quote_literal
@@ -155,8 +160,14 @@ def plan_takeover(settings: Settings, specs: list[TableSpec]) -> TakeoverPlan:
 
 
 def _plan_table(
-    session: LakeSession, snapshot: str, spec: TableSpec, watermark: int | None, hot: list[Column] | None,
-    lake: list[Column] | None, pk: list[str], ours: bool,
+    session: LakeSession,
+    snapshot: str,
+    spec: TableSpec,
+    watermark: int | None,
+    hot: list[Column] | None,
+    lake: list[Column] | None,
+    pk: list[str],
+    ours: bool,
 ) -> TableTakeover:
     """One table's counts, read in a DuckDB transaction pinned to the PostgreSQL snapshot, then rolled back."""
     names = [c.name for c in hot or []]
@@ -210,16 +221,21 @@ def render_plan(plan: TakeoverPlan) -> str:
     """The dry run's report: why a takeover is (not) needed, and per table what it would copy and delete."""
     out = []
     if plan.go is not None:
-        out.append(f"Go flusher checkpoint found: {GO_CHECKPOINT_TABLE}.last_flushed_watermark = {plan.go.watermark} "
-                   f"(updated {plan.go.updated_at}); rows at or below it may be in the lake already.")
+        out.append(
+            f"Go flusher checkpoint found: {GO_CHECKPOINT_TABLE}.last_flushed_watermark = {plan.go.watermark} "
+            f"(updated {plan.go.updated_at}); rows at or below it may be in the lake already."
+        )
     else:
         out.append(f"No Go flusher checkpoint ({GO_CHECKPOINT_TABLE}) in the hot database.")
     if plan.no_catalog:
         out.append("No DuckLake catalog yet: nothing is in the lake, so nothing can be duplicated.")
     if plan.foreign_tables:
         out.append(f"Lake tables with rows but no commit of this flusher: {', '.join(plan.foreign_tables)}.")
-    out.append("A takeover is needed before the first flush." if plan.needed else
-               "No sign of another flusher: a takeover is not needed (it would still be safe).")
+    out.append(
+        "A takeover is needed before the first flush."
+        if plan.needed
+        else "No sign of another flusher: a takeover is not needed (it would still be safe)."
+    )
     if plan.watermark is None:
         out.append("The hot buffer is empty: nothing to copy or delete.")
         return "\n".join(out)
@@ -233,10 +249,14 @@ def render_plan(plan: TakeoverPlan) -> str:
         out.append(f"{t.table:34} {t.in_hot:>9} {t.already_in_lake:>9} {t.missing:>9} {dup:>9}  {t.matched_by}")
     copy = sum(t.missing for t in plan.tables)
     only_delete = sum(t.already_in_lake for t in plan.tables)
-    out.append(f"A takeover would copy {copy} rows to the lake and delete {copy + only_delete} from PostgreSQL "
-               f"({only_delete} of them already in the lake). Nothing was written.")
+    out.append(
+        f"A takeover would copy {copy} rows to the lake and delete {copy + only_delete} from PostgreSQL "
+        f"({only_delete} of them already in the lake). Nothing was written."
+    )
     dups = sum(t.lake_duplicates or 0 for t in plan.tables)
     if dups:
-        out.append(f"The lake holds {dups} rows more than once by natural key (in the ledger range compared); a "
-                   "takeover leaves them as they are: remove them yourself if they are unwanted.")
+        out.append(
+            f"The lake holds {dups} rows more than once by natural key (in the ledger range compared); a "
+            "takeover leaves them as they are: remove them yourself if they are unwanted."
+        )
     return "\n".join(out)

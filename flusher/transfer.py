@@ -17,8 +17,21 @@ from flusher.secrets import MaskedMessage
 
 # Hot (PostgreSQL, as DuckDB sees it) types the lake stores as they are.
 _SAME_TYPES = {
-    "BOOLEAN", "SMALLINT", "INTEGER", "BIGINT", "REAL", "FLOAT", "DOUBLE", "VARCHAR", "DATE", "TIME",
-    "TIMESTAMP", "UUID", "BLOB", "INTERVAL", "HUGEINT",
+    "BOOLEAN",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "REAL",
+    "FLOAT",
+    "DOUBLE",
+    "VARCHAR",
+    "DATE",
+    "TIME",
+    "TIMESTAMP",
+    "UUID",
+    "BLOB",
+    "INTERVAL",
+    "HUGEINT",
 }
 
 
@@ -36,7 +49,7 @@ class ColumnPlan:
 # Hot types with no lossless lake type, and what to do about each.
 _REFUSED_HINTS = {
     "NUMERIC": "NUMERIC without a precision reaches DuckDB as DOUBLE and would lose digits; declare NUMERIC(p,s) "
-               "(DuckDB keeps up to 38 digits) or store it as TEXT",
+    "(DuckDB keeps up to 38 digits) or store it as TEXT",
 }
 
 
@@ -70,8 +83,12 @@ def plan_columns(table: str, hot: list[Column], lake: list[Column]) -> ColumnPla
     for column in hot:
         mapped = lake_type_for(column.type)
         if mapped is None:
-            hint = _REFUSED_HINTS.get(column.type, "change its type in PostgreSQL or leave the table out of flush.tables")
-            raise SchemaMismatch(f"column {table}.{column.name} has type {column.type}, which the lake cannot store: {hint}")
+            hint = _REFUSED_HINTS.get(
+                column.type, "change its type in PostgreSQL or leave the table out of flush.tables"
+            )
+            raise SchemaMismatch(
+                f"column {table}.{column.name} has type {column.type}, which the lake cannot store: {hint}"
+            )
         target = lake_types.get(column.name, mapped)
         if column.name not in lake_types:
             add.append(Column(column.name, target))
@@ -169,7 +186,9 @@ def copy_table(
     try:
         # Must come before anything else reads `hot` in this transaction: every scan then sees the watermark's snapshot.
         snapshot = quote_literal(validate_snapshot_id(mark.snapshot))
-        cur.execute(f"CALL postgres_execute({quote_literal(HOT)}, {quote_literal('SET TRANSACTION SNAPSHOT ' + snapshot)})")
+        cur.execute(
+            f"CALL postgres_execute({quote_literal(HOT)}, {quote_literal('SET TRANSACTION SNAPSHOT ' + snapshot)})"
+        )
         for column in plan.add_to_lake:
             cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column.name)} {column.type}")
         undone = labelled_snapshots(session, cur, spec.name, undo, owner)
@@ -189,7 +208,8 @@ def copy_table(
             return CopyResult(0, None, [], [], present)
         message, info = label(spec, mark, owner.state_id)
         cur.execute(
-            f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)", [COMMIT_AUTHOR, message, info]
+            f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)",
+            [COMMIT_AUTHOR, message, info],
         )
         failpoints.hit("before_lake_commit", spec.name)
         cur.execute("COMMIT")
@@ -203,7 +223,11 @@ def copy_table(
 
 
 def _insert_missing(
-    cur: duckdb.DuckDBPyConnection, session: LakeSession, spec: TableSpec, mark: Mark, select: list[str],
+    cur: duckdb.DuckDBPyConnection,
+    session: LakeSession,
+    spec: TableSpec,
+    mark: Mark,
+    select: list[str],
     reconcile: Reconcile,
 ) -> tuple[int, int]:
     """Insert the hot rows <= watermark the lake lacks; return (rows inserted, rows already in the lake)."""

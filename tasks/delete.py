@@ -42,7 +42,9 @@ def delete_flushed(
     with res.pool.connection() as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         try:
-            deleted = delete_at_snapshot(conn, res.settings.postgres, spec.name, spec.ledger_column, mark.watermark, mark.snapshot)
+            deleted = delete_at_snapshot(
+                conn, res.settings.postgres, spec.name, spec.ledger_column, mark.watermark, mark.snapshot
+            )
             if deleted != rows_flushed + already_in_lake:
                 found = f" and found {already_in_lake} already in the lake" if already_in_lake else ""
                 raise DeleteMismatch(
@@ -55,7 +57,11 @@ def delete_flushed(
         except _RETRY_NEXT_RUN as exc:
             conn.execute("ROLLBACK")
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-            logger.warning("Left %s for the next run: rows changed or were locked after the flush read them (%s)", spec.name, reason)
+            logger.warning(
+                "Left %s for the next run: rows changed or were locked after the flush read them (%s)",
+                spec.name,
+                reason,
+            )
             return DeleteOutcome(spec.name, 0, time.perf_counter() - started, deferred=reason)
         except BaseException:
             if not conn.closed:

@@ -31,8 +31,6 @@ class PermanentTableError(TableFlushError):
     refuses): the task fails at its first attempt instead of waiting out its retries."""
 
 
-
-
 @dataclass(frozen=True)
 class FlushOutcome:
     table: str
@@ -82,8 +80,11 @@ def _explain_invalid_utf8(res: RunResources, spec: TableSpec, mark: Mark, messag
         return f"{message} (could not locate it: {exc})"
     if not found:
         return message
-    return ("invalid UTF-8, which the lake cannot store, in " + "; ".join(found) +
-            ". Fix or re-encode those values in PostgreSQL; the table's rows stay there until then")
+    return (
+        "invalid UTF-8, which the lake cannot store, in "
+        + "; ".join(found)
+        + ". Fix or re-encode those values in PostgreSQL; the table's rows stay there until then"
+    )
 
 
 @task(
@@ -113,7 +114,13 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool =
             with res.pool.connection() as conn:
                 reconcile = reconcile_for(res.lake, conn, spec, [c.name for c in res.hot_columns[spec.name]])
         result = copy_table(
-            res.lake, spec, mark, res.hot_columns[spec.name], res.lake_columns[spec.name], undo, res.label_owner(),
+            res.lake,
+            spec,
+            mark,
+            res.hot_columns[spec.name],
+            res.lake_columns[spec.name],
+            undo,
+            res.label_owner(),
             reconcile,
         )
     except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
@@ -135,19 +142,29 @@ def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool =
     if result.undone_snapshots:
         logger.warning(
             "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",
-            len(result.undone_snapshots), spec.name, result.undone_snapshots,
+            len(result.undone_snapshots),
+            spec.name,
+            result.undone_snapshots,
         )
     if result.added_columns:
         logger.info("Added columns %s to lake table %s", result.added_columns, spec.name)
     if takeover:
         logger.info(
             "Takeover of %s: %s rows copied to DuckLake, %s already there (matched by %s) in %.2fs",
-            spec.name, result.rows, result.already_in_lake,
-            ", ".join(reconcile.key) if reconcile.key else "all columns", seconds,
+            spec.name,
+            result.rows,
+            result.already_in_lake,
+            ", ".join(reconcile.key) if reconcile.key else "all columns",
+            seconds,
         )
     else:
         logger.info("Flushed %s rows from %s to DuckLake in %.2fs", result.rows, spec.name, seconds)
     return FlushOutcome(
-        spec.name, result.rows, result.snapshot_id, seconds, len(result.undone_snapshots), result.added_columns,
+        spec.name,
+        result.rows,
+        result.snapshot_id,
+        seconds,
+        len(result.undone_snapshots),
+        result.added_columns,
         result.already_in_lake,
     )

@@ -48,17 +48,29 @@ class MaintenanceReport:
         live = (sum(s.live_files for s in self.before.values()), sum(s.live_files for s in self.after.values()))
         stored = (sum(s.stored_files for s in self.before.values()), sum(s.stored_files for s in self.after.values()))
         verb = "would expire" if self.dry_run else "expired"
-        return (f"{'dry run: ' if self.dry_run else ''}live files {live[0]} -> {live[1]}, stored files {stored[0]} -> "
-                f"{stored[1]}, awaiting deletion {self.awaiting_deletion[0]} -> {self.awaiting_deletion[1]}; {verb} {len(self.expired)} snapshots older than {self.cutoffs.snapshots:%Y-%m-%d %H:%M} UTC; "
-                f"{'would delete' if self.dry_run else 'deleted'} {self.deleted_files} files in {self.seconds:.1f}s")
+        return (
+            f"{'dry run: ' if self.dry_run else ''}live files {live[0]} -> {live[1]}, stored files {stored[0]} -> "
+            f"{stored[1]}, awaiting deletion {self.awaiting_deletion[0]} -> {self.awaiting_deletion[1]}; "
+            f"{verb} {len(self.expired)} snapshots older than {self.cutoffs.snapshots:%Y-%m-%d %H:%M} UTC; "
+            f"{'would delete' if self.dry_run else 'deleted'} {self.deleted_files} files in {self.seconds:.1f}s"
+        )
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
         for table, b in self.before.items():
             a = self.after.get(table, b)
-            rows.append({"table": table, "live_files_before": b.live_files, "live_files_after": a.live_files,
-                         "stored_files_before": b.stored_files, "stored_files_after": a.stored_files,
-                         "stored_bytes_before": b.stored_bytes, "stored_bytes_after": a.stored_bytes, "seconds": ""})
+            rows.append(
+                {
+                    "table": table,
+                    "live_files_before": b.live_files,
+                    "live_files_after": a.live_files,
+                    "stored_files_before": b.stored_files,
+                    "stored_files_after": a.stored_files,
+                    "stored_bytes_before": b.stored_bytes,
+                    "stored_bytes_after": a.stored_bytes,
+                    "seconds": "",
+                }
+            )
         for step, result in self.steps.items():  # the steps' own lines: what each did and how long it took
             rows.append({"table": f"({step}) {result.what}", "seconds": round(result.seconds, 3)})
         return rows
@@ -124,7 +136,9 @@ def cleanup_files(lake: LakeSession, cutoffs: sql.Cutoffs, dry_run: bool) -> Ste
     freed = sql.cleanup_freed_files(lake, cutoffs.freed_files, dry_run)
     orphans = sql.delete_orphans(lake, cutoffs.orphan_files, dry_run)
     verb = "would delete" if dry_run else "deleted"
-    return _done("clean up files", started, f"{verb} {len(freed)} freed and {len(orphans)} orphaned files", freed + orphans)
+    return _done(
+        "clean up files", started, f"{verb} {len(freed)} freed and {len(orphans)} orphaned files", freed + orphans
+    )
 
 
 class MaintenanceRefused(MaskedMessage, RuntimeError):
@@ -163,4 +177,6 @@ def publish_maintenance(report: MaintenanceReport) -> None:
     """Log the summary and attach it to the flow run as a table and a markdown artifact."""
     get_run_logger().info("Maintenance: %s", report.headline())
     create_table_artifact(table=report.rows(), key="bronze-maintenance-files", description=report.headline())
-    create_markdown_artifact(markdown=report.markdown(), key="bronze-maintenance-summary", description=report.headline())
+    create_markdown_artifact(
+        markdown=report.markdown(), key="bronze-maintenance-summary", description=report.headline()
+    )

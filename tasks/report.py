@@ -61,8 +61,13 @@ class RunReport:
                 lines.append(TableLine(spec.name, "failed", error=error))
                 continue
             moved = outcome.rows or outcome.already_in_lake  # a takeover may only delete rows the lake holds
-            line = TableLine(spec.name, "flushed" if moved else "empty", outcome.rows,
-                             flush_seconds=outcome.seconds, lake_snapshot_id=outcome.lake_snapshot_id)
+            line = TableLine(
+                spec.name,
+                "flushed" if moved else "empty",
+                outcome.rows,
+                flush_seconds=outcome.seconds,
+                lake_snapshot_id=outcome.lake_snapshot_id,
+            )
             deleted, delete_error = deletes.get(spec.name, (None, None))
             if delete_error:
                 line.status, line.error = "failed", f"delete failed: {delete_error}"
@@ -169,7 +174,10 @@ def publish_report(report: RunReport) -> None:
     logger = get_run_logger()
     logger.info(
         "Flush completed in %.2fs (watermark=%s, flushed=%s, deleted=%s)",
-        report.seconds, report.mark.watermark, report.rows_flushed, report.rows_deleted,
+        report.seconds,
+        report.mark.watermark,
+        report.rows_flushed,
+        report.rows_deleted,
     )
     for line in report.failed_tables:
         logger.error("Table %s failed and stays in PostgreSQL: %s", line.table, line.error)
@@ -183,7 +191,10 @@ def emit_table_failed(mark: Mark, line: TableLine) -> None:
     """A custom Prefect event per failed table, for the `bronze-flush table failed` automation."""
     emit_event(
         event="flusher.table.failed",
-        resource={"prefect.resource.id": f"postgres-ducklake-flusher.table.{line.table}", "prefect.resource.name": line.table},
+        resource={
+            "prefect.resource.id": f"postgres-ducklake-flusher.table.{line.table}",
+            "prefect.resource.name": line.table,
+        },
         payload=mask_any(
             {"table": line.table, "watermark": mark.watermark, "batch": mark.batch_id, "error": line.error}
         ),

@@ -46,7 +46,8 @@ def mark_watermark(
     watermark = choose_watermark(hot_min, hot_max, lowest, max_ledgers, ceiling)
     if ceiling is not None and watermark is not None and ceiling == watermark:
         logger.info(
-            "Downstream retention: watermark capped at %s (lowest consumer checkpoint; %s)", watermark,
+            "Downstream retention: watermark capped at %s (lowest consumer checkpoint; %s)",
+            watermark,
             ", ".join(f"{r.name}={r.checkpoint}" for r in readings),
         )
     failpoints.hit("after_mark")
@@ -56,6 +57,10 @@ def mark_watermark(
         return None
     logger.info(
         "Starting flush with watermark=%s (batch %s, hot ledgers %s..%s, previous watermark %s)",
-        watermark, batch, hot_min, hot_max, previous,
+        watermark,
+        batch,
+        hot_min,
+        hot_max,
+        previous,
     )
     return Mark(batch, watermark, snapshot, hot_min, hot_max, previous)

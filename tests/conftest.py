@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL (pgserver, or $FLUSHER_TEST_PG_URI), a real Prefect API, a fresh hot DB per test."""
+"""Shared fixtures: a real PostgreSQL (pgserver, or $FLUSHER_TEST_PG_URI), a real Prefect API, a hot DB per test."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _hot_env(admin_uri: str, tmp_path: Path, encoding: str | None = None):
     """A fresh hot-buffer database with the 21 tables and audit triggers; the lake catalog lives in it too."""
     name = f"hot_{uuid.uuid4().hex[:12]}"
     create_database(admin_uri, name, encoding)
-    # With SQL_ASCII, psycopg would hand back bytes; ask for text (PostgreSQL passes SQL_ASCII bytes through as they are).
+    # With SQL_ASCII, psycopg would hand back bytes; ask for text (PostgreSQL passes SQL_ASCII bytes as they are).
     uri = psycopg.conninfo.make_conninfo(admin_uri, dbname=name, **({"client_encoding": "UTF8"} if encoding else {}))
     with psycopg.connect(uri, autocommit=True) as conn:
         create_hot_schema(conn)
@@ -107,7 +107,12 @@ def s3() -> S3Env:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    setup = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+    setup = {
+        "endpoint_url": url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "setup",
+        "aws_secret_access_key": "setup",
+    }
     iam = boto3.client("iam", **setup)
     iam.create_user(UserName="flusher")
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
@@ -115,8 +120,9 @@ def s3() -> S3Env:
     key = iam.create_access_key(UserName="flusher")["AccessKey"]
     boto3.client("s3", **setup).create_bucket(Bucket="bronze")
     # From here on moto checks every request's signature against the IAM keys, as S3/B2/MinIO do.
-    request = urllib.request.Request(f"{url}/moto-api/reset-auth", data=b"0", method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        f"{url}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+    )
     urllib.request.urlopen(request).read()
     env = S3Env(endpoint=f"{host}:{port}", bucket="bronze", key_id=key["AccessKeyId"], secret=key["SecretAccessKey"])
     yield env

@@ -27,12 +27,25 @@ from tests.helpers import LEDGER_COLUMN, HotEnv
 GO_ERA_MISSING = {
     "ledgers_row_v2": {"soroban_op_count", "total_fee_charged", "contract_events_count"},
     "transactions_row_v2": {"rent_fee_charged", "transaction_id"},
-    "contract_events_stream_v1": {"successful", "contract_event_xdr", "topic0_decoded", "topic1_decoded",
-                                  "topic2_decoded", "topic3_decoded"},
+    "contract_events_stream_v1": {
+        "successful",
+        "contract_event_xdr",
+        "topic0_decoded",
+        "topic1_decoded",
+        "topic2_decoded",
+        "topic3_decoded",
+    },
 }
 # What identifies a row in the checks, for the table without a key: the ingester's own DISTINCT ON columns.
-TOKEN_TRANSFER_COLUMNS = ["ledger_sequence", "transaction_hash", "operation_index", "event_type", "from", "to",
-                          "amount_raw"]
+TOKEN_TRANSFER_COLUMNS = [
+    "ledger_sequence",
+    "transaction_hash",
+    "operation_index",
+    "event_type",
+    "from",
+    "to",
+    "amount_raw",
+]
 
 
 def go_ddl(table: str, catalog: str, schema: str) -> str:
@@ -41,7 +54,9 @@ def go_ddl(table: str, catalog: str, schema: str) -> str:
     lines = bronze_ddl()[table].splitlines()
     kept = [line for line in lines if line.strip().split(" ", 1)[0].strip('"') not in missing]
     body = "\n".join(kept).replace(",\n)", "\n)")
-    return body.replace(f"CREATE TABLE IF NOT EXISTS {table}", f"CREATE TABLE IF NOT EXISTS {catalog}.{schema}.{table}", 1)
+    return body.replace(
+        f"CREATE TABLE IF NOT EXISTS {table}", f"CREATE TABLE IF NOT EXISTS {catalog}.{schema}.{table}", 1
+    )
 
 
 def _connect_like_go(env: HotEnv) -> tuple[duckdb.DuckDBPyConnection, str, str]:
@@ -76,9 +91,15 @@ def go_copy(env: HotEnv, tables: list[str], watermark: int) -> None:
     try:
         for table in tables:
             target = f"{catalog}.{schema}.{table}"
-            columns = [r[0] for r in db.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? AND table_name = ? "
-                "ORDER BY column_index", [catalog, schema, table]).fetchall()]
+            columns = [
+                r[0]
+                for r in db.execute(
+                    "SELECT column_name FROM duckdb_columns() "
+                    "WHERE database_name = ? AND schema_name = ? AND table_name = ? "
+                    "ORDER BY column_index",
+                    [catalog, schema, table],
+                ).fetchall()
+            ]
             names = ", ".join(map(quote_ident, columns))
             db.execute(
                 f"INSERT INTO {target} ({names}) SELECT {names} FROM postgres_scan({quote_literal(env.uri)}, 'public', "
@@ -89,19 +110,27 @@ def go_copy(env: HotEnv, tables: list[str], watermark: int) -> None:
 
 
 def go_flush(env: HotEnv, tables: list[str], watermark: int, downstream: int) -> None:
-    """One Go flush cycle: copy rows <= watermark into the lake, advance its checkpoint, delete <= min(W, downstream)."""
+    """One Go flush cycle: copy rows <= watermark into the lake, advance its checkpoint, delete <= min(W, downstream)"""
     go_copy(env, tables, watermark)
     with env.connect() as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS cold_flusher_checkpoint (id INTEGER PRIMARY KEY DEFAULT 1 CHECK (id = 1), "
             "last_flushed_watermark BIGINT NOT NULL DEFAULT 0, updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"
         )
-        conn.execute("INSERT INTO cold_flusher_checkpoint (id, last_flushed_watermark) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
-        conn.execute("UPDATE cold_flusher_checkpoint SET last_flushed_watermark = %s, updated_at = NOW() WHERE id = 1",
-                     (watermark,))
+        conn.execute(
+            "INSERT INTO cold_flusher_checkpoint (id, last_flushed_watermark) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
+        )
+        conn.execute(
+            "UPDATE cold_flusher_checkpoint SET last_flushed_watermark = %s, updated_at = NOW() WHERE id = 1",
+            (watermark,),
+        )
         for table in tables:
-            conn.execute(sql.SQL("DELETE FROM {} WHERE {} <= %s").format(
-                sql.Identifier(table), sql.Identifier(LEDGER_COLUMN[table])), (min(watermark, downstream),))
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE {} <= %s").format(
+                    sql.Identifier(table), sql.Identifier(LEDGER_COLUMN[table])
+                ),
+                (min(watermark, downstream),),
+            )
 
 
 def identity(env: HotEnv, table: str) -> list[str]:
@@ -122,16 +151,20 @@ def lake_rows(env: HotEnv, tables: list[str]) -> dict[str, Counter]:
     db, catalog, schema = _connect_like_go(env)
     try:
         return {
-            t: Counter(db.execute(
-                f"SELECT {', '.join(map(quote_ident, identity(env, t)))} FROM {catalog}.{schema}.{t}").fetchall())
+            t: Counter(
+                db.execute(
+                    f"SELECT {', '.join(map(quote_ident, identity(env, t)))} FROM {catalog}.{schema}.{t}"
+                ).fetchall()
+            )
             for t in tables
         }
     finally:
         db.close()
 
 
-def assert_taken_over(env: HotEnv, tables: list[str], lake_before: dict[str, Counter], hot_before: dict[str, Counter],
-                      watermark: int) -> None:
+def assert_taken_over(
+    env: HotEnv, tables: list[str], lake_before: dict[str, Counter], hot_before: dict[str, Counter], watermark: int
+) -> None:
     """After a takeover up to `watermark`: the lake holds what it held plus exactly the hot rows it lacked.
 
     Multisets: lake_after = max(lake_before, hot_before) per row (a row in both counts once, two identical hot rows
@@ -143,7 +176,8 @@ def assert_taken_over(env: HotEnv, tables: list[str], lake_before: dict[str, Cou
         expected = lake_before[table] | hot_before[table]
         assert after[table] == expected, (
             f"{table}: lake has {sum(after[table].values())} rows, expected {sum(expected.values())}; "
-            f"extra {dict(list((after[table] - expected).items())[:3])}, missing {dict(list((expected - after[table]).items())[:3])}"
+            f"extra {dict(list((after[table] - expected).items())[:3])}, "
+            f"missing {dict(list((expected - after[table]).items())[:3])}"
         )
         assert not hot_rows(env, table, at_or_below=watermark), f"{table}: rows <= {watermark} left in PostgreSQL"
         if env.primary_key(table):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,7 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 ENABLED = [t.name for t in registry().values() if t.enabled]
 LEDGER_COLUMN = {t.name: t.ledger_column for t in registry().values()}
 # Few rows per ledger keeps the suite fast; the mix still gives several rows per ledger in the big tables.
-TEST_ROWS_PER_LEDGER = {"transactions_row_v2": 2, "operations_row_v2": 3, "effects_row_v1": 3, "contract_events_stream_v1": 2}
+TEST_ROWS_PER_LEDGER = {
+    "transactions_row_v2": 2,
+    "operations_row_v2": 3,
+    "effects_row_v1": 3,
+    "contract_events_stream_v1": 2,
+}
 
 
 @dataclass
@@ -57,21 +63,29 @@ class HotEnv:
                     ).format(t=t)
                 )
 
-    def load(self, first: int, n: int, tables: list[str] | None = None, first_row: int = 0,
-             rows: dict[str, int] | None = None) -> dict[str, int]:
+    def load(
+        self,
+        first: int,
+        n: int,
+        tables: list[str] | None = None,
+        first_row: int = 0,
+        rows: dict[str, int] | None = None,
+    ) -> dict[str, int]:
         """Write n ledgers from `first` into the tables in one transaction, as the ingester does."""
         from flusher.synthetic import load_synthetic
 
         names = tables or ENABLED
         with psycopg.connect(self.uri) as conn:
-            loaded = load_synthetic(conn, {t: LEDGER_COLUMN[t] for t in names}, first, n,
-                                    rows or TEST_ROWS_PER_LEDGER, first_row=first_row)
+            loaded = load_synthetic(
+                conn, {t: LEDGER_COLUMN[t] for t in names}, first, n, rows or TEST_ROWS_PER_LEDGER, first_row=first_row
+            )
             conn.commit()
         return loaded
 
     def primary_key(self, table: str) -> list[str]:
         rows = self.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "SELECT a.attname FROM pg_index i "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
             "WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
             (f"public.{table}",),
         )
@@ -91,14 +105,19 @@ class HotEnv:
             cur = lake.cursor()
             existing = set(lake.columns_by_table(lake.lake, lake.schema))
             return {
-                t: Counter(cur.execute(f"SELECT {', '.join(map(quote_ident, keys[t]))} FROM {lake.table(t)}").fetchall())
-                if t in existing else Counter()
+                t: Counter(
+                    cur.execute(f"SELECT {', '.join(map(quote_ident, keys[t]))} FROM {lake.table(t)}").fetchall()
+                )
+                if t in existing
+                else Counter()
                 for t in tables
             }
 
     def hot_count_at_or_below(self, table: str, watermark: int) -> int:
         return self.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE {} <= %s").format(sql.Identifier(table), sql.Identifier(LEDGER_COLUMN[table])),
+            sql.SQL("SELECT count(*) FROM {} WHERE {} <= %s").format(
+                sql.Identifier(table), sql.Identifier(LEDGER_COLUMN[table])
+            ),
             (watermark,),
         )[0][0]
 
@@ -117,15 +136,23 @@ class HotEnv:
             duplicated = {k: n for k, n in lake[table].items() if n > 1}
             lost = audit - (hot | lake[table])
             extra = (hot | lake[table]) - audit if unconfirmed_ok else (hot + lake[table]) - audit
-            assert unconfirmed_ok or not both, f"{table}: {len(both)} rows are in both hot and lake, e.g. {next(iter(both))}"
+            assert unconfirmed_ok or not both, (
+                f"{table}: {len(both)} rows are in both hot and lake, e.g. {next(iter(both))}"
+            )
             assert not duplicated, f"{table}: {len(duplicated)} rows are in the lake more than once"
             assert not lost, f"{table}: {sum(lost.values())} rows lost, e.g. {next(iter(lost))}"
             assert not extra, f"{table}: {sum(extra.values())} unexpected rows"
             summary[table] = sum(lake[table].values())
         return summary
 
-    def run_cli(self, *args: str, failpoints: str | None = None, timeout: float = 240, config: bool = True,
-                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run_cli(
+        self,
+        *args: str,
+        failpoints: str | None = None,
+        timeout: float = 240,
+        config: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run the console command in a child process (so a failpoint can SIGKILL it)."""
         child_env = {**os.environ, **(env or {})}
         child_env.pop("FLUSHER_FAILPOINTS", None)
@@ -147,8 +174,13 @@ class S3Env:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=f"http://{self.endpoint}", region_name="us-east-1",
-                            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret)
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://{self.endpoint}",
+            region_name="us-east-1",
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+        )
 
     def ducklake(self, prefix: str, **overrides: Any) -> dict[str, Any]:
         """The `ducklake` keys for a data path s3://bucket/prefix/ on this server (path style, no TLS)."""
@@ -174,10 +206,16 @@ def write_config(env: HotEnv, **sections: dict[str, Any]) -> Path:
     params = env.params
     base: dict[str, Any] = {
         "service": {"name": "flusher-test"},
-        "postgres": {"host": params["host"], "port": int(params["port"]), "user": params["user"], "database": env.database},
+        "postgres": {
+            "host": params["host"],
+            "port": int(params["port"]),
+            "user": params["user"],
+            "database": env.database,
+        },
         "ducklake": {
-            "catalog_path": psycopg.conninfo.make_conninfo(host=params["host"], port=params["port"], user=params["user"],
-                                                           dbname=env.database),
+            "catalog_path": psycopg.conninfo.make_conninfo(
+                host=params["host"], port=params["port"], user=params["user"], dbname=env.database
+            ),
             "data_path": str(env.tmp / "lake"),
         },
         "vacuum": {"enabled": True, "every_n_flushes": 2},
@@ -198,10 +236,8 @@ def delete_automations() -> None:
     from prefect.automations import Automation
 
     for path in sorted((ROOT / "automations").glob("*.yaml")):
-        try:
+        with contextlib.suppress(ValueError):
             Automation.read(name=yaml.safe_load(path.read_text())["name"]).delete()
-        except ValueError:
-            pass
 
 
 def wait_for_flusher_lock(env: HotEnv, timeout: float = 120) -> None:
@@ -238,5 +274,6 @@ def task_attempts(state, table: str) -> int:
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     return next(run.run_count for run in runs if run.name == f"flush-{table}")

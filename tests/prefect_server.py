@@ -51,7 +51,10 @@ class PrefectServer:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start"],
-                env=self._server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self._server_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

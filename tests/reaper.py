@@ -12,6 +12,7 @@ Run as `python -m tests.reaper PID FOLDER`; `start(folder)` does that for the cu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -55,10 +56,8 @@ def marked_processes(marker: bytes) -> list[int]:
 
 def _signal(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def reap(marker: bytes, grace_seconds: float = 5.0) -> list[int]:
@@ -85,8 +84,12 @@ def start(folder: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != MARK_VARIABLE}
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reaper", str(os.getpid()), str(folder)],
-        cwd=ROOT, env=env, start_new_session=True,
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 

@@ -39,7 +39,7 @@ class Ingester(threading.Thread):
                         "WHERE ledger_sequence >= (SELECT max(ledger_sequence) - 6 FROM transactions_row_v2)"
                     ).rowcount
                 time.sleep(0.02)
-        except BaseException as exc:  # surfaced by the test
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the test
             self.error = exc
 
 
@@ -73,4 +73,6 @@ def _lake_memos(hot) -> list[tuple]:
     from flusher.lake import LakeSession
 
     with LakeSession(hot.settings(), attach_hot=False) as lake:
-        return lake.cursor().execute(f"SELECT transaction_hash, memo FROM {lake.table('transactions_row_v2')}").fetchall()
+        return (
+            lake.cursor().execute(f"SELECT transaction_hash, memo FROM {lake.table('transactions_row_v2')}").fetchall()
+        )

@@ -92,7 +92,9 @@ def test_identifiers_must_be_plain():
 
 def test_secrets_come_from_the_environment_and_never_print():
     raw = _with("postgres", password="in-file")
-    settings = settings_from_mapping(raw, "t", {"FLUSHER_POSTGRES_PASSWORD": "from-env", "FLUSHER_DUCKLAKE_AWS_SECRET_ACCESS_KEY": "k"})
+    settings = settings_from_mapping(
+        raw, "t", {"FLUSHER_POSTGRES_PASSWORD": "from-env", "FLUSHER_DUCKLAKE_AWS_SECRET_ACCESS_KEY": "k"}
+    )
     assert settings.postgres.password.get_secret_value() == "from-env"
     assert settings.ducklake.aws_secret_access_key.get_secret_value() == "k"
     assert "from-env" not in repr(settings) and "from-env" not in str(settings.model_dump())
@@ -124,8 +126,9 @@ def test_unknown_tables_and_subsets_are_explained():
         selected_tables(settings.flush, ["token_transfers_stream_v1"])
     with pytest.raises(ConfigError, match="trades_row_v9.*known tables"):
         selected_tables(settings_from_mapping(GOOD, "t", {}).flush, ["trades_row_v9"])
-    later = settings_from_mapping(_with("flush", tables=["ledgers_row_v2"], extra_tables=["token_transfers_stream_v1"]),
-                                  "t", {})
+    later = settings_from_mapping(
+        _with("flush", tables=["ledgers_row_v2"], extra_tables=["token_transfers_stream_v1"]), "t", {}
+    )
     assert [t.name for t in selected_tables(later.flush)] == ["ledgers_row_v2", "token_transfers_stream_v1"]
 
 
@@ -139,7 +142,9 @@ def test_by_default_every_known_table_is_flushed_and_a_list_reports_what_it_leav
     assert not is_default_selection(default, ["ledgers_row_v2"]), "a table a run names must exist"
     listed = settings_from_mapping(_with("flush", tables=["ledgers_row_v2", "trades_row_v1"]), "t", {}).flush
     assert not is_default_selection(listed)
-    assert len(unselected_tables(listed)) == 19 and "contract_creations_v1" in {t.name for t in unselected_tables(listed)}
+    assert len(unselected_tables(listed)) == 19 and "contract_creations_v1" in {
+        t.name for t in unselected_tables(listed)
+    }
 
 
 # The Go service's config at HEAD (obsrvr-lake/postgres-ducklake-flusher, config.yaml): its sections, keys and values.
@@ -216,10 +221,16 @@ def test_a_section_that_is_not_a_mapping_is_named(section, value):
     assert f"{section}:" in _error(raw, {f"FLUSHER_{section.upper()}_ENABLED": "true"} if section == "vacuum" else {})
 
 
-@pytest.mark.parametrize("key, value", [
-    ("snapshot_retention_days", 1e12), ("snapshot_retention_days", "inf"), ("snapshot_retention_days", "nan"),
-    ("file_cleanup_age_hours", 1e300), ("orphan_file_age_hours", float("inf")),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("snapshot_retention_days", 1e12),
+        ("snapshot_retention_days", "inf"),
+        ("snapshot_retention_days", "nan"),
+        ("file_cleanup_age_hours", 1e300),
+        ("orphan_file_age_hours", float("inf")),
+    ],
+)
 def test_a_retention_too_large_for_a_date_is_refused_at_load(key, value):
     """1e12 days used to pass validation and crash maintenance (timedelta overflow)."""
     assert f"maintenance.{key}" in _error(_with("maintenance", **{key: value}))
@@ -228,16 +239,27 @@ def test_a_retention_too_large_for_a_date_is_refused_at_load(key, value):
 def test_every_maintenance_cutoff_that_validates_can_be_computed():
     from flusher.maintenance import Cutoffs
 
-    m = settings_from_mapping(_with("maintenance", snapshot_retention_days=36500, file_cleanup_age_hours=876000,
-                                    orphan_file_age_hours=876000), "t", {}).maintenance
+    m = settings_from_mapping(
+        _with(
+            "maintenance", snapshot_retention_days=36500, file_cleanup_age_hours=876000, orphan_file_age_hours=876000
+        ),
+        "t",
+        {},
+    ).maintenance
     Cutoffs.from_settings(m.snapshot_retention_days, m.file_cleanup_age_hours, m.orphan_file_age_hours)
 
 
-@pytest.mark.parametrize("section, key, value", [
-    ("postgres", "statement_timeout_seconds", 10**7), ("postgres", "lock_timeout_seconds", 2**40),
-    ("flush", "retry_delay_seconds", "inf"), ("flush", "lock_wait_seconds", 1e30),
-    ("service", "shutdown_timeout_seconds", "nan"), ("ducklake", "data_inlining_row_limit", 2**40),
-])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("postgres", "statement_timeout_seconds", 10**7),
+        ("postgres", "lock_timeout_seconds", 2**40),
+        ("flush", "retry_delay_seconds", "inf"),
+        ("flush", "lock_wait_seconds", 1e30),
+        ("service", "shutdown_timeout_seconds", "nan"),
+        ("ducklake", "data_inlining_row_limit", 2**40),
+    ],
+)
 def test_numbers_past_what_the_servers_take_are_refused(section, key, value):
     assert f"{section}.{key}" in _error(_with(section, **{key: value}))
 
@@ -248,17 +270,30 @@ def test_an_empty_table_list_is_refused_not_a_flush_of_nothing():
 
 
 def test_a_list_and_null_from_the_environment():
-    settings = settings_from_mapping(GOOD, "t", {"FLUSHER_FLUSH_TABLES": '["ledgers_row_v2", "trades_row_v1"]',
-                                                 "FLUSHER_FLUSH_EXTRA_TABLES": "[effects_row_v1]",
-                                                 "FLUSHER_DUCKLAKE_PARTITION_BY": "null",
-                                                 "FLUSHER_DUCKLAKE_THREADS": "~",
-                                                 "FLUSHER_DUCKLAKE_AWS_REGION": ""})
+    settings = settings_from_mapping(
+        GOOD,
+        "t",
+        {
+            "FLUSHER_FLUSH_TABLES": '["ledgers_row_v2", "trades_row_v1"]',
+            "FLUSHER_FLUSH_EXTRA_TABLES": "[effects_row_v1]",
+            "FLUSHER_DUCKLAKE_PARTITION_BY": "null",
+            "FLUSHER_DUCKLAKE_THREADS": "~",
+            "FLUSHER_DUCKLAKE_AWS_REGION": "",
+        },
+    )
     assert settings.flush.tables == ["ledgers_row_v2", "trades_row_v1"]
     assert settings.flush.extra_tables == ["effects_row_v1"]
     assert settings.ducklake.partition_by is None, "null unsets an optional key (it was the text 'null')"
     assert settings.ducklake.threads is None and settings.ducklake.aws_region is None
-    numbers = settings_from_mapping(GOOD, "t", {"FLUSHER_FLUSH_CONCURRENCY": "5", "FLUSHER_VACUUM_ENABLED": "false",
-                                                "FLUSHER_FLUSH_RETRY_DELAY_SECONDS": "0.5"})
+    numbers = settings_from_mapping(
+        GOOD,
+        "t",
+        {
+            "FLUSHER_FLUSH_CONCURRENCY": "5",
+            "FLUSHER_VACUUM_ENABLED": "false",
+            "FLUSHER_FLUSH_RETRY_DELAY_SECONDS": "0.5",
+        },
+    )
     assert (numbers.flush.concurrency, numbers.vacuum.enabled, numbers.flush.retry_delay_seconds) == (5, False, 0.5)
 
 
@@ -281,15 +316,18 @@ def test_a_bad_environment_value_names_the_key_and_the_variable():
     assert "flush.tables.0 (from FLUSHER_FLUSH_TABLES)" in _error(GOOD, {"FLUSHER_FLUSH_TABLES": "[1]"})
 
 
-@pytest.mark.parametrize("name, suggestion", [
-    ("FLUSHER_FLUSH_CONCURENCY", "FLUSHER_FLUSH_CONCURRENCY"),
-    ("FLUSHER_POSTGRES_PASWORD", "FLUSHER_POSTGRES_PASSWORD"),
-    ("FLUSHER_DUCKLAK_DATA_PATH", "FLUSHER_DUCKLAKE_DATA_PATH"),
-    ("FLUSHER_DOWNSTREAM_0_PASWORD", "FLUSHER_DOWNSTREAM_0_PASSWORD"),
-    ("FLUSHER_DOWNSTREAM_PASWORD", "FLUSHER_DOWNSTREAM_PASSWORD"),
-    ("flusher_postgres_host", "FLUSHER_POSTGRES_HOST"),
-    ("FLUSHER_CONFG", "FLUSHER_CONFIG"),
-])
+@pytest.mark.parametrize(
+    "name, suggestion",
+    [
+        ("FLUSHER_FLUSH_CONCURENCY", "FLUSHER_FLUSH_CONCURRENCY"),
+        ("FLUSHER_POSTGRES_PASWORD", "FLUSHER_POSTGRES_PASSWORD"),
+        ("FLUSHER_DUCKLAK_DATA_PATH", "FLUSHER_DUCKLAKE_DATA_PATH"),
+        ("FLUSHER_DOWNSTREAM_0_PASWORD", "FLUSHER_DOWNSTREAM_0_PASSWORD"),
+        ("FLUSHER_DOWNSTREAM_PASWORD", "FLUSHER_DOWNSTREAM_PASSWORD"),
+        ("flusher_postgres_host", "FLUSHER_POSTGRES_HOST"),
+        ("FLUSHER_CONFG", "FLUSHER_CONFIG"),
+    ],
+)
 def test_a_misspelled_variable_is_refused_like_a_misspelled_key(name, suggestion):
     message = _error(GOOD, {name: "s3cr3t-value"})
     assert f"{name}:" in message and f"did you mean {suggestion}?" in message
@@ -300,14 +338,20 @@ def test_every_setting_and_the_projects_other_variables_are_accepted():
     from flusher.config import OTHER_ENV, settings_env_names
 
     names = settings_env_names()
-    assert {"FLUSHER_POSTGRES_SCHEMA", "FLUSHER_POSTGRES_SCHEMA_NAME", "FLUSHER_DOWNSTREAM_PASSWORD",
-            "FLUSHER_DUCKLAKE_AWS_SECRET_ACCESS_KEY"} <= set(names)
+    assert {
+        "FLUSHER_POSTGRES_SCHEMA",
+        "FLUSHER_POSTGRES_SCHEMA_NAME",
+        "FLUSHER_DOWNSTREAM_PASSWORD",
+        "FLUSHER_DUCKLAKE_AWS_SECRET_ACCESS_KEY",
+    } <= set(names)
     others = {name: "x" for name in OTHER_ENV}
-    settings = settings_from_mapping(GOOD, "t", {**others, "FLUSHER_POSTGRES_SCHEMA": "hot", "PATH": "/bin",
-                                                 "NOT_FLUSHER_X": "1"})
+    settings = settings_from_mapping(
+        GOOD, "t", {**others, "FLUSHER_POSTGRES_SCHEMA": "hot", "PATH": "/bin", "NOT_FLUSHER_X": "1"}
+    )
     assert settings.postgres.schema_name == "hot"
-    assert "FLUSHER_POSTGRES_SCHEMA_NAME" in _error(GOOD, {"FLUSHER_POSTGRES_SCHEMA": "a",
-                                                           "FLUSHER_POSTGRES_SCHEMA_NAME": "b"})
+    assert "FLUSHER_POSTGRES_SCHEMA_NAME" in _error(
+        GOOD, {"FLUSHER_POSTGRES_SCHEMA": "a", "FLUSHER_POSTGRES_SCHEMA_NAME": "b"}
+    )
     file_spelling = _with("postgres", schema_name="from_file")
     assert settings_from_mapping(file_spelling, "t", {"FLUSHER_POSTGRES_SCHEMA": "env"}).postgres.schema_name == "env"
 
@@ -320,36 +364,59 @@ def test_the_projects_flusher_variables_are_all_known():
 
     known = set(settings_env_names()) | OTHER_ENV
     found = set()
-    for path in [*ROOT.glob("*.md"), *ROOT.glob("*.example"), *ROOT.glob("*.yaml"), ROOT / "Makefile",
-                 *ROOT.glob("*/*.py"), *ROOT.glob("bench/**/*.py")]:
+    for path in [
+        *ROOT.glob("*.md"),
+        *ROOT.glob("*.example"),
+        *ROOT.glob("*.yaml"),
+        ROOT / "Makefile",
+        *ROOT.glob("*/*.py"),
+        *ROOT.glob("bench/**/*.py"),
+    ]:
         if path.name not in ("test_config.py", "test_config_fuzz.py"):  # they misspell names on purpose
             text = "\n".join(line for line in path.read_text().splitlines() if "did you mean" not in line)
             found |= set(re.findall(r"\bFLUSHER_[A-Z0-9_]*[A-Z0-9]\b", text))
     placeholders = {"FLUSHER_SECTION_KEY", "FLUSHER_DOWNSTREAM_KEY"}
-    unknown = {n for n in found - known - placeholders if not re.match(r"FLUSHER_DOWNSTREAM_\d+_", n)
-               and not n.endswith(("_", "FLUSHER_DUCKLAKE_AWS"))}
+    unknown = {
+        n
+        for n in found - known - placeholders
+        if not re.match(r"FLUSHER_DOWNSTREAM_\d+_", n) and not n.endswith(("_", "FLUSHER_DUCKLAKE_AWS"))
+    }
     assert not unknown, unknown
 
 
 def test_downstream_entries_from_the_environment():
-    env = {"FLUSHER_DOWNSTREAM_0_DSN": "host=silver dbname=s password=pw0", "FLUSHER_DOWNSTREAM_0_QUERY": "SELECT 1",
-           "FLUSHER_DOWNSTREAM_1_HOST": "gold", "FLUSHER_DOWNSTREAM_1_DATABASE": "g",
-           "FLUSHER_DOWNSTREAM_1_TABLE": "cp", "FLUSHER_DOWNSTREAM_1_COLUMN": "ledger",
-           "FLUSHER_DOWNSTREAM_1_PASSWORD": "pw1"}
+    env = {
+        "FLUSHER_DOWNSTREAM_0_DSN": "host=silver dbname=s password=pw0",
+        "FLUSHER_DOWNSTREAM_0_QUERY": "SELECT 1",
+        "FLUSHER_DOWNSTREAM_1_HOST": "gold",
+        "FLUSHER_DOWNSTREAM_1_DATABASE": "g",
+        "FLUSHER_DOWNSTREAM_1_TABLE": "cp",
+        "FLUSHER_DOWNSTREAM_1_COLUMN": "ledger",
+        "FLUSHER_DOWNSTREAM_1_PASSWORD": "pw1",
+    }
     consumers = settings_from_mapping(GOOD, "t", env).downstream
     assert [c.describe() for c in consumers] == ["silver:5432/s", "gold:5432/g"]
     listed = {**GOOD, "downstream": [{"host": "h", "database": "d", "query": "SELECT 1"}]}
-    assert settings_from_mapping(listed, "t", {"FLUSHER_DOWNSTREAM_0_PASSWORD": "p"}).downstream[0].password \
-        .get_secret_value() == "p"
+    assert (
+        settings_from_mapping(listed, "t", {"FLUSHER_DOWNSTREAM_0_PASSWORD": "p"})
+        .downstream[0]
+        .password.get_secret_value()
+        == "p"
+    )
     assert "downstream is a list in the file" in _error(listed, {"FLUSHER_DOWNSTREAM_PASSWORD": "p"})
     assert "do not mix" in _error(GOOD, {"FLUSHER_DOWNSTREAM_HOST": "h", "FLUSHER_DOWNSTREAM_0_HOST": "h"})
     assert "downstream.0" in _error(GOOD, {"FLUSHER_DOWNSTREAM_0_PASSWORD": "p"}), "an entry with a password only"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("a: 2020-13-45", "not valid YAML"), ("a: !!int abc", "not valid YAML"),
-    ("a: !!timestamp 2020-01-01x", "not valid YAML"), ("[" * 5000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a: 2020-13-45", "not valid YAML"),
+        ("a: !!int abc", "not valid YAML"),
+        ("a: !!timestamp 2020-01-01x", "not valid YAML"),
+        ("[" * 5000, "nested too deeply"),
+    ],
+)
 def test_yaml_pyyaml_cannot_read_is_a_config_error(tmp_path, text, expected):
     path = tmp_path / "c.yaml"
     path.write_text(text)

@@ -11,24 +11,42 @@ import re
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from flusher.config import (
-    OTHER_ENV, ConfigError, DownstreamConsumer, Settings, parse_config_text, settings_env_names, settings_from_mapping,
+    OTHER_ENV,
+    ConfigError,
+    DownstreamConsumer,
+    Settings,
+    parse_config_text,
+    settings_env_names,
+    settings_from_mapping,
 )
 
 # database=None: no .hypothesis folder in the repository (tests write only under temporary folders).
-settings.register_profile("fast", max_examples=200, deadline=None, database=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("fuzz", max_examples=20_000, deadline=None, database=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "fast",
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=20_000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 SECRET = "Zq9xSECRETv7"  # distinctive: it must never appear in a message
 SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_access_key", "dsn"}
 SECTIONS: dict[str, type[BaseModel]] = {
-    name: field.annotation for name, field in Settings.model_fields.items()
+    name: field.annotation
+    for name, field in Settings.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 }
 SECTIONS["downstream"] = DownstreamConsumer
@@ -39,19 +57,52 @@ def _keys(model: type[BaseModel]) -> list[str]:
 
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=-2**70, max_value=2**70),
-    st.floats(), st.text(max_size=12), st.sampled_from(["", "null", "~", "5", "1e12", "yes", "ledgers_row_v2",
-                                                          "trades_row_v1", "host=db dbname=c", "s3://b/p", "-1",
-                                                          "0.0", "inf", "nan", "[a]", "disable", "snappy"]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "",
+            "null",
+            "~",
+            "5",
+            "1e12",
+            "yes",
+            "ledgers_row_v2",
+            "trades_row_v1",
+            "host=db dbname=c",
+            "s3://b/p",
+            "-1",
+            "0.0",
+            "inf",
+            "nan",
+            "[a]",
+            "disable",
+            "snappy",
+        ]
+    ),
     st.dates(),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
-secret_values = st.sampled_from([
-    SECRET, f"host=db dbname=c password={SECRET}", f"host=db dbname=c password='{SECRET} x'",
-    f"postgresql://u:{SECRET}@db:5432/c", f"postgresql://u:{SECRET}@db", f"{SECRET} garbage =",
-    f"host=db password={SECRET}", f"ducklake:postgres:dbname=c password={SECRET}",
-])
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
+secret_values = st.sampled_from(
+    [
+        SECRET,
+        f"host=db dbname=c password={SECRET}",
+        f"host=db dbname=c password='{SECRET} x'",
+        f"postgresql://u:{SECRET}@db:5432/c",
+        f"postgresql://u:{SECRET}@db",
+        f"{SECRET} garbage =",
+        f"host=db password={SECRET}",
+        f"ducklake:postgres:dbname=c password={SECRET}",
+    ]
+)
 
 
 @st.composite
@@ -86,10 +137,15 @@ def documents(draw: st.DrawFn) -> str:
 ENV_NAMES = sorted(settings_env_names())
 SECRET_ENV = {name for name, (_, key) in settings_env_names().items() if key in SECRET_KEYS}
 env_names = st.one_of(
-    st.sampled_from(ENV_NAMES), st.sampled_from(sorted(OTHER_ENV)),
-    st.builds(lambda i, k: f"FLUSHER_DOWNSTREAM_{i}_{k}", st.integers(0, 3), st.sampled_from(_keys(DownstreamConsumer)
-                                                                                              ).map(str.upper)),
-    st.from_regex(r"\AFLUSHER_[A-Z0-9_]{1,20}\Z"), st.from_regex(r"\A[Ff]lusher_[a-z_]{1,12}\Z"),
+    st.sampled_from(ENV_NAMES),
+    st.sampled_from(sorted(OTHER_ENV)),
+    st.builds(
+        lambda i, k: f"FLUSHER_DOWNSTREAM_{i}_{k}",
+        st.integers(0, 3),
+        st.sampled_from(_keys(DownstreamConsumer)).map(str.upper),
+    ),
+    st.from_regex(r"\AFLUSHER_[A-Z0-9_]{1,20}\Z"),
+    st.from_regex(r"\A[Ff]lusher_[a-z_]{1,12}\Z"),
     st.sampled_from(["FLUSHER_POSTGRES_PASWORD", "FLUSHER_DUCKLAKE_CATALOG_PAHT", "FLUSHER_DOWNSTREAM_0_PASWORD"]),
 )
 env_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=20)
@@ -101,16 +157,33 @@ def environments(draw: st.DrawFn) -> dict[str, str]:
     # Secrets go to secret settings, and to unknown names (whose values are never shown; a misspelled
     # FLUSHER_POSTGRES_PASWORD holds a password).
     entry_secret = re.compile(r"^FLUSHER_DOWNSTREAM_\d+_(PASSWORD|DSN)$")
-    secretish = {n for n in names if n in SECRET_ENV or entry_secret.match(n)
-                 or (n not in ENV_NAMES and n not in OTHER_ENV and not re.match(r"^FLUSHER_DOWNSTREAM_\d+_", n))}
-    return {n: draw(secret_values if n in secretish else st.one_of(env_text, st.sampled_from(
-        ["null", "", "[ledgers_row_v2]", '["x"]', "5", "true", "[", "1e12"]))) for n in names}
+    secretish = {
+        n
+        for n in names
+        if n in SECRET_ENV
+        or entry_secret.match(n)
+        or (n not in ENV_NAMES and n not in OTHER_ENV and not re.match(r"^FLUSHER_DOWNSTREAM_\d+_", n))
+    }
+    return {
+        n: draw(
+            secret_values
+            if n in secretish
+            else st.one_of(
+                env_text, st.sampled_from(["null", "", "[ledgers_row_v2]", '["x"]', "5", "true", "[", "1e12"])
+            )
+        )
+        for n in names
+    }
 
 
 def _names_a_key(message: str) -> bool:
     """A ConfigError names what is wrong: a key or variable per line, or the file as a whole."""
-    whole_file = ("expected a mapping of sections", "is not valid YAML", "nested too deeply",
-                  "is not a flusher configuration")
+    whole_file = (
+        "expected a mapping of sections",
+        "is not valid YAML",
+        "nested too deeply",
+        "is not a flusher configuration",
+    )
     if any(phrase in message for phrase in whole_file):
         return True
     if not message.startswith("invalid configuration in"):  # one line: "flush.tables: [...] not in the registry"
@@ -151,6 +224,8 @@ def test_any_document_and_environment_give_settings_or_a_config_error_naming_a_k
 
 @given(environments())
 def test_any_environment_over_a_valid_file(environ):
-    good = {"postgres": {"database": "d", "password": SECRET},
-            "ducklake": {"catalog_path": f"host=db dbname=c password={SECRET}", "data_path": "/tmp/lake"}}
+    good = {
+        "postgres": {"database": "d", "password": SECRET},
+        "ducklake": {"catalog_path": f"host=db dbname=c password={SECRET}", "data_path": "/tmp/lake"},
+    }
     check(yaml.safe_dump(good), environ)

@@ -30,8 +30,12 @@ FREE_BYTES = 8 * 1024  # what the filler leaves free: enough for DuckLake to cre
 def _mount_tmpfs(where: Path, size: str) -> None:
     where.mkdir(parents=True, exist_ok=True)
     try:
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:  # no mount command, or it hangs
         pytest.skip(f"cannot mount a tmpfs: {exc}")
     if result.returncode != 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 from psycopg import sql
@@ -18,15 +18,17 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 def _lake_rows(env, table: str, columns: list[str], key: list[str]) -> list[tuple]:
     with LakeSession(env.settings(), attach_hot=False) as lake:
         order = ", ".join(map(quote_ident, key))
-        return lake.cursor().execute(
-            f"SELECT {', '.join(map(quote_ident, columns))} FROM {lake.table(table)} ORDER BY {order}"
-        ).fetchall()
+        return (
+            lake.cursor()
+            .execute(f"SELECT {', '.join(map(quote_ident, columns))} FROM {lake.table(table)} ORDER BY {order}")
+            .fetchall()
+        )
 
 
 def _same(hot_value, lake_value) -> bool:
     """The lake holds the hot value: UTC wall time for timestamptz, JSON text for arrays and jsonb."""
     if hasattr(hot_value, "tzinfo") and hot_value.tzinfo is not None:
-        return hot_value.astimezone(timezone.utc).replace(tzinfo=None) == lake_value
+        return hot_value.astimezone(UTC).replace(tzinfo=None) == lake_value
     if isinstance(hot_value, list):
         return json.dumps(hot_value, separators=(",", ":"), ensure_ascii=False) == lake_value
     if isinstance(hot_value, dict):
@@ -40,12 +42,22 @@ def test_flush_moves_every_row_bit_for_bit_and_deletes_exactly_those(hot):
     originals = {}
     for table in ENABLED:
         key = hot.primary_key(table)
-        columns = [r[0] for r in hot.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s "
-            "ORDER BY ordinal_position", (table,))]
-        rows = hot.execute(sql.SQL("SELECT {} FROM {} WHERE {} <= 1040 ORDER BY {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(table),
-            sql.Identifier(LEDGER_COLUMN[table]), sql.SQL(", ").join(map(sql.Identifier, key))))
+        columns = [
+            r[0]
+            for r in hot.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s "
+                "ORDER BY ordinal_position",
+                (table,),
+            )
+        ]
+        rows = hot.execute(
+            sql.SQL("SELECT {} FROM {} WHERE {} <= 1040 ORDER BY {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.Identifier(table),
+                sql.Identifier(LEDGER_COLUMN[table]),
+                sql.SQL(", ").join(map(sql.Identifier, key)),
+            )
+        )
         originals[table] = (columns, key, rows)
 
     state = flush(hot)
@@ -55,10 +67,10 @@ def test_flush_moves_every_row_bit_for_bit_and_deletes_exactly_those(hot):
         lake = _lake_rows(hot, table, columns, key)
         assert len(lake) == len(rows) > 0, table
         nulls = 0
-        for hot_row, lake_row in zip(rows, lake):
-            for column, h, l in zip(columns, hot_row, lake_row):
+        for hot_row, lake_row in zip(rows, lake, strict=False):
+            for column, h, lk in zip(columns, hot_row, lake_row, strict=False):
                 nulls += h is None
-                assert _same(h, l), f"{table}.{column}: hot {h!r} became {l!r}"
+                assert _same(h, lk), f"{table}.{column}: hot {h!r} became {lk!r}"
         assert nulls > 0, f"{table}: the data should exercise NULLs"
         assert hot.hot_count_at_or_below(table, 1040) == 0, f"{table}: rows <= watermark left in hot"
     above = hot.execute("SELECT count(*) FROM operations_row_v2 WHERE ledger_sequence > 1040")[0][0]
@@ -92,7 +104,9 @@ def test_columns_are_matched_by_name_and_new_hot_columns_reach_the_lake(hot):
     hot.execute("ALTER TABLE trades_row_v1 ADD COLUMN rebate_note TEXT")
     hot.execute("ALTER TABLE audit.trades_row_v1 ADD COLUMN rebate_note TEXT")
     hot.execute("ALTER TABLE trades_row_v1 DROP COLUMN price; ALTER TABLE trades_row_v1 ADD COLUMN price TEXT")
-    hot.execute("ALTER TABLE audit.trades_row_v1 DROP COLUMN price; ALTER TABLE audit.trades_row_v1 ADD COLUMN price TEXT")
+    hot.execute(
+        "ALTER TABLE audit.trades_row_v1 DROP COLUMN price; ALTER TABLE audit.trades_row_v1 ADD COLUMN price TEXT"
+    )
     hot.load(6, 3)
     hot.execute("UPDATE trades_row_v1 SET rebate_note = 'note-' || ledger_sequence, price = 'p-' || ledger_sequence")
     state = flush(hot)

@@ -43,12 +43,16 @@ def test_a_value_the_lake_rejects_fails_that_table_only(hot):
     for schema in ("public", "audit"):
         hot.execute(f"ALTER TABLE {schema}.effects_row_v1 ALTER COLUMN signer_weight TYPE TEXT")
     hot.load(1, 10)
-    hot.execute("UPDATE effects_row_v1 SET signer_weight = CASE WHEN ledger_sequence = 7 AND effect_index = 1 "
-                "THEN 'heavy' ELSE effect_index::text END")
+    hot.execute(
+        "UPDATE effects_row_v1 SET signer_weight = CASE WHEN ledger_sequence = 7 AND effect_index = 1 "
+        "THEN 'heavy' ELSE effect_index::text END"
+    )
     result = hot.run_cli("flush")
     assert result.returncode == 1
     reason = next(line for line in result.stderr.splitlines() if line.startswith("flush failed"))
-    assert "effects_row_v1" in reason and "heavy" in reason and "signer_weight" in reason and "ledgers <= 10" in reason, reason
+    assert (
+        "effects_row_v1" in reason and "heavy" in reason and "signer_weight" in reason and "ledgers <= 10" in reason
+    ), reason
     assert hot.hot_count_at_or_below("effects_row_v1", 10) == 30, "the failed table keeps every row"
     assert hot.hot_count_at_or_below("operations_row_v2", 10) == 0
     hot.assert_exactly_once(unconfirmed_ok=True)
@@ -64,16 +68,25 @@ def test_overlapping_flushes_never_interleave(hot):
     go_on = hot.tmp / "first-may-go-on"
     env = {"FLUSHER_FAILPOINTS": f"after_mark=until={go_on}"}  # the first flush holds the lock until we say so
     first_log, waiting_log = hot.tmp / "first.log", hot.tmp / "waiting.log"
-    first = subprocess.Popen([sys.executable, "-m", "flusher.app.cli", "flush", "--config", str(hot.config)],
-                             env={**os.environ, **env}, cwd=ROOT, stdout=first_log.open("w"), stderr=subprocess.STDOUT)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "flusher.app.cli", "flush", "--config", str(hot.config)],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=first_log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_flusher_lock(hot)
         skipped = flush(hot)
         assert skipped.is_completed() and skipped.name == "Skipped", skipped
         assert "another flush is running" in skipped.message
         hot.config = write_config(hot, flush={"lock_wait_seconds": 120})
-        waiting = subprocess.Popen([sys.executable, "-m", "flusher.app.cli", "flush", "--config", str(hot.config)],
-                                   cwd=ROOT, stdout=waiting_log.open("w"), stderr=subprocess.STDOUT)
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "flusher.app.cli", "flush", "--config", str(hot.config)],
+            cwd=ROOT,
+            stdout=waiting_log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         time.sleep(2)  # let it reach the lock and wait (if it were faster, the assertions below still hold)
         go_on.touch()
         assert waiting.wait(timeout=180) == 0, waiting_log.read_text()[-3000:]
@@ -84,7 +97,7 @@ def test_overlapping_flushes_never_interleave(hot):
     assert "Skipped" not in waiting_log.read_text(), waiting_log.read_text()[-3000:]
     runs = hot.execute("SELECT batch_id, status, started_at, finished_at FROM flusher_state.runs ORDER BY batch_id")
     assert [status for _, status, _, _ in runs] == ["completed", "completed"], runs
-    for (_, _, _, finished), (_, _, started, _) in zip(runs, runs[1:]):
+    for (_, _, _, finished), (_, _, started, _) in zip(runs, runs[1:], strict=False):
         assert finished <= started, "a run started before the previous one finished"
     hot.assert_exactly_once()
 
@@ -98,7 +111,9 @@ def test_an_unreachable_hot_buffer_is_named_and_nothing_moves(hot):
 
 def test_an_unreachable_lake_catalog_fails_before_anything_is_deleted(hot):
     hot.load(1, 5)
-    hot.config = write_config(hot, ducklake={"catalog_path": "host=127.0.0.1 port=1 dbname=catalog user=x password=s3cret"})
+    hot.config = write_config(
+        hot, ducklake={"catalog_path": "host=127.0.0.1 port=1 dbname=catalog user=x password=s3cret"}
+    )
     result = hot.run_cli("flush")
     assert result.returncode == 1
     assert "cannot connect to the DuckLake catalog x@127.0.0.1:1/catalog" in result.stderr

@@ -28,8 +28,12 @@ def test_init_and_flush_reruns_keep_tables_and_history(hot):
     assert after[: len(first)] == first and len(after) > len(first), "history was rewritten or dropped"
     assert hot.assert_exactly_once()["ledgers_row_v2"] == 10
     with LakeSession(hot.settings(), attach_hot=False) as lake:
-        assert lake.cursor().execute(f"SELECT count(*) FROM {lake.table('ledgers_row_v2')} AT (VERSION => ?)",
-                                     [first[-1]]).fetchone()[0] == 5, "time travel to the first flush still works"
+        assert (
+            lake.cursor()
+            .execute(f"SELECT count(*) FROM {lake.table('ledgers_row_v2')} AT (VERSION => ?)", [first[-1]])
+            .fetchone()[0]
+            == 5
+        ), "time travel to the first flush still works"
         assert set(lake.partition_columns()) >= set(ENABLED), "every Bronze table is partitioned"
 
 
@@ -51,7 +55,9 @@ def test_existing_unpartitioned_tables_get_partitioned_and_a_choice_is_kept(hot)
 def test_an_older_catalog_format_is_never_migrated_without_the_setting(hot):
     with LakeSession(hot.settings(), attach_hot=False) as lake:
         lake.ensure_tables(["ledgers_row_v2"])
-    hot.execute("UPDATE bronze_meta.ducklake_metadata SET value = '0.3' WHERE key = 'version'")  # as an old writer left it
+    hot.execute(
+        "UPDATE bronze_meta.ducklake_metadata SET value = '0.3' WHERE key = 'version'"
+    )  # as an old writer left it
     hot.load(1, 3)
     with pytest.raises(LakeError, match="allow_catalog_migration") as raised:
         LakeSession(hot.settings(), attach_hot=False)
@@ -71,8 +77,12 @@ def test_configured_parquet_options_reach_the_files_and_are_set_once(hot):
     assert flush(hot).is_completed()
     with LakeSession(hot.settings(), attach_hot=False) as lake:
         cur = lake.cursor()
-        files = [r[0] for r in cur.execute("SELECT data_file FROM ducklake_list_files(?, 'effects_row_v1', schema => ?)",
-                                           [lake.lake, lake.schema]).fetchall()]
+        files = [
+            r[0]
+            for r in cur.execute(
+                "SELECT data_file FROM ducklake_list_files(?, 'effects_row_v1', schema => ?)", [lake.lake, lake.schema]
+            ).fetchall()
+        ]
         assert files, "the flush wrote Parquet files"
         codecs = {r[0] for r in cur.execute("SELECT DISTINCT compression FROM parquet_metadata(?)", [files]).fetchall()}
         assert codecs == {"ZSTD"}

@@ -32,13 +32,21 @@ def _small_flushes(hot, flushes: int, ledgers: int = 2) -> None:
 def _live_files(hot) -> dict[str, int]:
     with LakeSession(hot.settings(), attach_hot=False) as lake:
         cur = lake.cursor()
-        return {t: cur.execute("SELECT count(*) FROM ducklake_list_files(?, ?, schema => ?)",
-                               [lake.lake, t, lake.schema]).fetchone()[0] for t in TABLES}
+        return {
+            t: cur.execute(
+                "SELECT count(*) FROM ducklake_list_files(?, ?, schema => ?)", [lake.lake, t, lake.schema]
+            ).fetchone()[0]
+            for t in TABLES
+        }
 
 
 def _count_at(hot, table: str, version: int) -> int:
     with LakeSession(hot.settings(), attach_hot=False) as lake:
-        return lake.cursor().execute(f"SELECT count(*) FROM {lake.table(table)} AT (VERSION => ?)", [version]).fetchone()[0]
+        return (
+            lake.cursor()
+            .execute(f"SELECT count(*) FROM {lake.table(table)} AT (VERSION => ?)", [version])
+            .fetchone()[0]
+        )
 
 
 def _snapshots(hot) -> list[int]:
@@ -47,8 +55,11 @@ def _snapshots(hot) -> list[int]:
 
 def _age_snapshots(hot, up_to: int, days: int = 30) -> None:
     """Make snapshots <= up_to look `days` old (the test cannot wait a week for the retention to pass)."""
-    hot.execute("UPDATE bronze_meta.ducklake_snapshot SET snapshot_time = snapshot_time - make_interval(days => %s) "
-                "WHERE snapshot_id <= %s", (days, up_to))
+    hot.execute(
+        "UPDATE bronze_meta.ducklake_snapshot SET snapshot_time = snapshot_time - make_interval(days => %s) "
+        "WHERE snapshot_id <= %s",
+        (days, up_to),
+    )
 
 
 def _parquet_files(hot) -> int:
@@ -57,8 +68,7 @@ def _parquet_files(hot) -> int:
 
 @pytest.mark.slow
 def test_maintenance_compacts_many_small_flushes_and_keeps_every_row_and_young_history(hot):
-    hot.config = write_config(hot, ducklake={"data_inlining_row_limit": 0},
-                              maintenance={"file_cleanup_age_hours": 0})
+    hot.config = write_config(hot, ducklake={"data_inlining_row_limit": 0}, maintenance={"file_cleanup_age_hours": 0})
     _small_flushes(hot, 6)
     old = _snapshots(hot)[-1]
     _age_snapshots(hot, old)  # the first 6 flushes are past the 7-day retention
@@ -78,8 +88,10 @@ def test_maintenance_compacts_many_small_flushes_and_keeps_every_row_and_young_h
     assert {v: _count_at(hot, "trades_row_v1", v) for v in young} == rows_at_young, "time travel changed"
     with pytest.raises(duckdb.Error, match="No snapshot found"):
         _count_at(hot, "trades_row_v1", old)  # past the retention: expired
-    print(f"live files per table {before_files} -> {after}; parquet on disk {before_disk} -> {_parquet_files(hot)}; "
-          f"{state.message}")
+    print(
+        f"live files per table {before_files} -> {after}; parquet on disk {before_disk} -> {_parquet_files(hot)}; "
+        f"{state.message}"
+    )
 
     # Once the merge itself is past the retention, the small files it replaced are freed and deleted.
     _age_snapshots(hot, _snapshots(hot)[-1])
@@ -137,8 +149,9 @@ def test_maintenance_skips_while_a_flush_holds_the_lock(hot):
 
 def test_maintenance_on_s3(hot, s3):
     prefix = hot.database
-    hot.config = write_config(hot, ducklake=s3.ducklake(prefix, data_inlining_row_limit=0),
-                              maintenance={"file_cleanup_age_hours": 0})
+    hot.config = write_config(
+        hot, ducklake=s3.ducklake(prefix, data_inlining_row_limit=0), maintenance={"file_cleanup_age_hours": 0}
+    )
     _small_flushes(hot, 3)
     _age_snapshots(hot, _snapshots(hot)[-1])
     state = _maintain(hot)

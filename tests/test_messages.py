@@ -26,11 +26,15 @@ def _closed_port() -> int:
 
 
 def _settings(catalog: str, **service):
-    return settings_from_mapping({
-        "postgres": {"host": "127.0.0.1", "port": _closed_port(), "database": "hot", "password": SECRET},
-        "ducklake": {"catalog_path": catalog, "data_path": "/tmp/unused-lake"},
-        "service": service,
-    }, "t", {})
+    return settings_from_mapping(
+        {
+            "postgres": {"host": "127.0.0.1", "port": _closed_port(), "database": "hot", "password": SECRET},
+            "ducklake": {"catalog_path": catalog, "data_path": "/tmp/unused-lake"},
+            "service": service,
+        },
+        "t",
+        {},
+    )
 
 
 def test_the_lock_holder_is_named_by_kind_and_flow_run():
@@ -38,8 +42,9 @@ def test_the_lock_holder_is_named_by_kind_and_flow_run():
     assert len(holder_name("maintenance", run).encode()) <= 63, "application_name keeps 63 bytes"
     maintenance = LockHolder(4242, holder_name("maintenance", run))
     assert maintenance.kind == "maintenance"
-    assert maintenance.describe() == (f"maintenance is running (flow run {run}, PostgreSQL backend pid 4242) and "
-                                      "holds the flusher lock")
+    assert maintenance.describe() == (
+        f"maintenance is running (flow run {run}, PostgreSQL backend pid 4242) and holds the flusher lock"
+    )
     assert LockHolder(7, holder_name("flush", run)).describe().startswith("another flush is running (flow run ")
     other = LockHolder(9, "psql").describe()
     assert "not a flusher run" in other and "'psql'" in other and "pid 9" in other
@@ -50,8 +55,10 @@ def test_an_unreachable_catalog_is_named_with_host_port_and_database_never_the_p
     from flusher.app.health import HealthProbe
 
     port = _closed_port()
-    for catalog in (f"postgresql://lake:{SECRET}@127.0.0.1:{port}/catalog_db",
-                    f"host=127.0.0.1 port={port} dbname=catalog_db user=lake password='{SECRET} x'"):
+    for catalog in (
+        f"postgresql://lake:{SECRET}@127.0.0.1:{port}/catalog_db",
+        f"host=127.0.0.1 port={port} dbname=catalog_db user=lake password='{SECRET} x'",
+    ):
         problem = HealthProbe(_settings(catalog), None, lambda: None)._catalog_problem()
         assert problem.startswith(f"DuckLake catalog lake@127.0.0.1:{port}/catalog_db unreachable: "), problem
         assert "Connection refused" in problem and not problem.split(": ", 1)[1].startswith(("\t", "Is the")), problem
@@ -77,17 +84,20 @@ def test_an_unreachable_hot_buffer_keeps_libpqs_host_and_port():
     with pytest.raises(HotBufferError) as info:
         connect(settings.postgres)
     message = str(info.value)
-    assert f'port {settings.postgres.port} failed: Connection refused' in message and "\t" not in message, message
+    assert f"port {settings.postgres.port} failed: Connection refused" in message and "\t" not in message, message
     assert SECRET not in message
 
 
 def test_connection_reason_is_one_line_and_an_sql_errors_statement_stays_out():
     import psycopg
 
-    refused = psycopg.OperationalError('connection failed: connection to server at "db", port 1 failed: '
-                                       "Connection refused\n\tIs the server running on that host?")
-    assert connection_reason(refused) == ('connection to server at "db", port 1 failed: Connection refused; '
-                                          "Is the server running on that host?")
+    refused = psycopg.OperationalError(
+        'connection failed: connection to server at "db", port 1 failed: '
+        "Connection refused\n\tIs the server running on that host?"
+    )
+    assert connection_reason(refused) == (
+        'connection to server at "db", port 1 failed: Connection refused; Is the server running on that host?'
+    )
     sql_error = psycopg.errors.UndefinedTable('relation "x" does not exist\nLINE 1: SELECT max(a) FROM x\n  ^')
     assert connection_reason(sql_error) == 'relation "x" does not exist'
 
@@ -117,8 +127,13 @@ def test_a_flush_blocked_by_maintenance_says_maintenance_holds_the_lock(hot):
     go_on = hot.tmp / "maintenance-may-go-on"
     log = hot.tmp / "maintenance.log"
     env = {**os.environ, "FLUSHER_FAILPOINTS": f"maintenance_locked=until={go_on}"}
-    maintenance = subprocess.Popen([sys.executable, "-m", "flusher.app.cli", "maintain", "--config", str(hot.config)],
-                                   env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    maintenance = subprocess.Popen(
+        [sys.executable, "-m", "flusher.app.cli", "maintain", "--config", str(hot.config)],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_flusher_lock(hot)
         hot.load(6, 5)
@@ -128,9 +143,11 @@ def test_a_flush_blocked_by_maintenance_says_maintenance_holds_the_lock(hot):
         assert "another flush" not in skipped.message
         cli = hot.run_cli("flush")
         assert cli.returncode == 0, cli.stderr[-2000:]
-        line = [l for l in cli.stdout.splitlines() if l.startswith("Skipped")]
+        line = [ln for ln in cli.stdout.splitlines() if ln.startswith("Skipped")]
         assert line and line[0].startswith("Skipped: maintenance is running"), cli.stdout
-        assert "skipped:" not in cli.stdout.lower().replace("skipped: maintenance", ""), "no doubled 'Skipped: skipped:'"
+        assert "skipped:" not in cli.stdout.lower().replace("skipped: maintenance", ""), (
+            "no doubled 'Skipped: skipped:'"
+        )
         go_on.touch()
         assert maintenance.wait(timeout=180) == 0, log.read_text()[-3000:]
     finally:

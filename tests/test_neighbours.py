@@ -22,7 +22,9 @@ GO_DDL = """CREATE TABLE IF NOT EXISTS cold_flusher_checkpoint (
     last_flushed_watermark BIGINT NOT NULL DEFAULT 0,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
 )"""
-GO_FIRST_ROW = "INSERT INTO cold_flusher_checkpoint (id, last_flushed_watermark) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
+GO_FIRST_ROW = (
+    "INSERT INTO cold_flusher_checkpoint (id, last_flushed_watermark) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
+)
 SECRET = "sekret-downstream-pw"
 
 
@@ -45,8 +47,11 @@ def test_the_query_api_split_advances_after_a_clean_run(hot):
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_name = 'cold_flusher_checkpoint' ORDER BY ordinal_position"
     )
-    assert columns == [("id", "integer"), ("last_flushed_watermark", "bigint"),
-                       ("updated_at", "timestamp with time zone")]
+    assert columns == [
+        ("id", "integer"),
+        ("last_flushed_watermark", "bigint"),
+        ("updated_at", "timestamp with time zone"),
+    ]
 
 
 def test_a_failed_table_holds_the_split_back_until_a_good_run(hot, monkeypatch):
@@ -111,9 +116,17 @@ class Consumer:
 
     def go_section(self, **overrides) -> dict:
         """The Go service's `downstream:` keys."""
-        return {"host": self.params["host"], "port": int(self.params["port"]), "database": self.database,
-                "user": self.params["user"], "password": "", "sslmode": "disable",
-                "table": "realtime_transformer_checkpoint", "column": "last_ledger_sequence", **overrides}
+        return {
+            "host": self.params["host"],
+            "port": int(self.params["port"]),
+            "database": self.database,
+            "user": self.params["user"],
+            "password": "",
+            "sslmode": "disable",
+            "table": "realtime_transformer_checkpoint",
+            "column": "last_ledger_sequence",
+            **overrides,
+        }
 
 
 def _with_downstream(hot, downstream, **service) -> None:
@@ -141,10 +154,13 @@ def test_the_watermark_stops_at_the_consumer_checkpoint_and_moves_on_with_it(hot
 def test_two_consumers_the_lowest_checkpoint_wins(hot, consumer):
     consumer.set(8)
     dsn = consumer.uri  # a DSN (secret), and a query instead of table/column
-    _with_downstream(hot, [
-        consumer.go_section(name="silver"),
-        {"name": "analytics", "dsn": dsn, "query": "SELECT 4::bigint"},
-    ])
+    _with_downstream(
+        hot,
+        [
+            consumer.go_section(name="silver"),
+            {"name": "analytics", "dsn": dsn, "query": "SELECT 4::bigint"},
+        ],
+    )
     hot.load(1, 10)
     state = flush(hot)
     assert state.is_completed() and "watermark 4" in state.message, state.message
@@ -201,8 +217,14 @@ def _metrics(probe) -> str:
 
 def test_health_and_metrics_show_each_consumer(hot, consumer):
     consumer.set(6)
-    _with_downstream(hot, [consumer.go_section(name="silver", max_lag_ledgers=50),
-                           consumer.go_section(name="down", port=1, password=SECRET)], max_lag_ledgers=100)
+    _with_downstream(
+        hot,
+        [
+            consumer.go_section(name="silver", max_lag_ledgers=50),
+            consumer.go_section(name="down", port=1, password=SECRET),
+        ],
+        max_lag_ledgers=100,
+    )
     hot.load(1, 30)
     probe = _probe(hot.settings())
     try:
@@ -212,9 +234,12 @@ def test_health_and_metrics_show_each_consumer(hot, consumer):
         assert any(w.startswith("downstream consumer down: unreachable") for w in body["warnings"]), body
         assert SECRET not in json.dumps(body)
         text = _metrics(probe)
-        for line in ('flusher_downstream_checkpoint{consumer="silver"} 6.0',
-                     'flusher_downstream_lag_ledgers{consumer="silver"} 24.0',
-                     'flusher_downstream_up{consumer="silver"} 1.0', 'flusher_downstream_up{consumer="down"} 0.0'):
+        for line in (
+            'flusher_downstream_checkpoint{consumer="silver"} 6.0',
+            'flusher_downstream_lag_ledgers{consumer="silver"} 24.0',
+            'flusher_downstream_up{consumer="silver"} 1.0',
+            'flusher_downstream_up{consumer="down"} 0.0',
+        ):
             assert line in text, line
         assert SECRET not in text
         hot.load(31, 40)  # silver now 64 behind (> its 50); the flusher 70 behind with runs skipped (< 100)
@@ -223,8 +248,9 @@ def test_health_and_metrics_show_each_consumer(hot, consumer):
         assert any("silver is 64 ledgers behind" in r for r in body["reasons"]), body
         hot.load(71, 40)  # 110 ledgers and no flush: the unreachable consumer turns into a reason too
         status, body = probe.health()
-        assert any(r.startswith("downstream consumer down: unreachable") and "exceeds 100" in r
-                   for r in body["reasons"]), body
+        assert any(
+            r.startswith("downstream consumer down: unreachable") and "exceeds 100" in r for r in body["reasons"]
+        ), body
     finally:
         probe.pool.close()
 
@@ -234,14 +260,31 @@ def test_the_go_services_downstream_section_is_accepted_as_it_is():
 
     go_config = {  # the Go service's keys (config.go DownstreamConfig), sslmode left to its default
         "service": {"name": "postgres-ducklake-flusher", "health_port": 8089, "flush_interval_minutes": 10},
-        "postgres": {"host": "localhost", "port": 5434, "database": "stellar_hot", "user": "stellar",
-                     "password": "stellar_dev_password", "sslmode": "disable"},
-        "ducklake": {"catalog_path": "postgresql://user:pass@host:5432/catalog_db", "data_path": "s3://bucket-name/path/",
-                     "catalog_name": "testnet_catalog", "schema_name": "bronze", "metadata_schema": "bronze_meta"},
+        "postgres": {
+            "host": "localhost",
+            "port": 5434,
+            "database": "stellar_hot",
+            "user": "stellar",
+            "password": "stellar_dev_password",
+            "sslmode": "disable",
+        },
+        "ducklake": {
+            "catalog_path": "postgresql://user:pass@host:5432/catalog_db",
+            "data_path": "s3://bucket-name/path/",
+            "catalog_name": "testnet_catalog",
+            "schema_name": "bronze",
+            "metadata_schema": "bronze_meta",
+        },
         "vacuum": {"enabled": True, "every_n_flushes": 10},
-        "downstream": {"host": "localhost", "port": 5434, "database": "silver_hot", "user": "stellar",
-                       "password": "stellar_dev_password", "table": "realtime_transformer_checkpoint",
-                       "column": "last_ledger_sequence"},
+        "downstream": {
+            "host": "localhost",
+            "port": 5434,
+            "database": "silver_hot",
+            "user": "stellar",
+            "password": "stellar_dev_password",
+            "table": "realtime_transformer_checkpoint",
+            "column": "last_ledger_sequence",
+        },
     }
     settings = settings_from_mapping(go_config, "go.yaml", {"FLUSHER_DOWNSTREAM_PASSWORD": "from-env"})
     [only] = settings.downstream

@@ -22,8 +22,11 @@ def test_a_killed_session_leaves_no_marked_process_and_no_folder(tmp_path):
     session = subprocess.Popen(SLEEP, env=marked)  # stands for the pytest process
     server = subprocess.Popen(STUBBORN, env=marked, start_new_session=True)  # what the session started
     bystander = subprocess.Popen(SLEEP)  # not of this session: left alone
-    reaper = subprocess.Popen([sys.executable, "-m", "tests.reaper", str(session.pid), str(folder)], cwd=ROOT,
-                              env={k: v for k, v in os.environ.items() if k != MARK_VARIABLE})
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "tests.reaper", str(session.pid), str(folder)],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != MARK_VARIABLE},
+    )
     try:
         time.sleep(1.5)
         assert server.poll() is None and reaper.poll() is None, "nothing is stopped while the session runs"

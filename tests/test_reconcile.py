@@ -40,7 +40,8 @@ def test_without_key_identical_rows_count_one_by_one_and_nulls_match():
 
 def test_a_key_column_older_lake_rows_lack_falls_back_to_all_shared_columns():
     spec = TableSpec("t", "seq", "test", True)
-    assert plan_reconcile(spec, ["seq", "extra"], ["seq", "k", "v"], ["seq", "k", "v", "extra"]) == \
-        Reconcile((), ("seq", "k", "v"))
+    assert plan_reconcile(spec, ["seq", "extra"], ["seq", "k", "v"], ["seq", "k", "v", "extra"]) == Reconcile(
+        (), ("seq", "k", "v")
+    )
     declared = TableSpec("t", "seq", "test", True, natural_key=())
     assert plan_reconcile(declared, [], ["seq", "k"], ["seq", "k", "v"]).key == ()

@@ -12,7 +12,7 @@ import os
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +22,28 @@ import yaml
 from flusher.config import ConfigError, load_settings, settings_from_mapping
 from tests.helpers import HotEnv, flush, write_config
 
-BASE = {"postgres": {"host": "db", "database": "hot"},
-        "ducklake": {"catalog_path": "host=db dbname=c", "data_path": "/l"}}
+BASE = {
+    "postgres": {"host": "db", "database": "hot"},
+    "ducklake": {"catalog_path": "host=db dbname=c", "data_path": "/l"},
+}
 
 
 # --- the masking itself --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, hidden", [
-    ("ATTACH 'ducklake:postgres:host=h user=u password=''Pa ss'' dbname=c' failed", ["Pa ss", "ss''"]),
-    ("host=h password='Quo\\'te d' dbname=c", ["Quo", "te d"]),
-    ("IO Error: cannot connect to postgresql://u:UriPw9@127.0.0.1:1/c", ["UriPw9"]),
-    ("to postgresql://u:Pct%40Pw%2F9@h/c and", ["Pct%40Pw%2F9", "Pct@Pw/9"]),
-    ("postgresql://u:un/enc@oded@h/c", ["un/enc", "oded@h"]),
-    ("(host=h password=plainPw9)", ["plainPw9"]),
-    ('{"password": "js on9", "x": 1}', ["js on9"]),
-    ("https://user:tok9@hooks.example.com/x", ["tok9"]),
-])
+
+@pytest.mark.parametrize(
+    "text, hidden",
+    [
+        ("ATTACH 'ducklake:postgres:host=h user=u password=''Pa ss'' dbname=c' failed", ["Pa ss", "ss''"]),
+        ("host=h password='Quo\\'te d' dbname=c", ["Quo", "te d"]),
+        ("IO Error: cannot connect to postgresql://u:UriPw9@127.0.0.1:1/c", ["UriPw9"]),
+        ("to postgresql://u:Pct%40Pw%2F9@h/c and", ["Pct%40Pw%2F9", "Pct@Pw/9"]),
+        ("postgresql://u:un/enc@oded@h/c", ["un/enc", "oded@h"]),
+        ("(host=h password=plainPw9)", ["plainPw9"]),
+        ('{"password": "js on9", "x": 1}', ["js on9"]),
+        ("https://user:tok9@hooks.example.com/x", ["tok9"]),
+    ],
+)
 def test_passwords_in_connection_strings_are_masked_by_parsing(text, hidden):
     from flusher import secrets
 
@@ -82,6 +88,7 @@ def test_a_log_record_is_masked_message_arguments_and_traceback(caplog):
 
 # --- config loading: no secret in an error, no content of a file that is not a config ---------------------------
 
+
 @pytest.mark.parametrize("where", ["file", "env"])
 def test_an_unparsable_catalog_dsn_is_not_echoed(tmp_path, where):
     bad = "host=db dbname=c password=BadA7f3q9 BadB8k2w1"
@@ -91,8 +98,9 @@ def test_an_unparsable_catalog_dsn_is_not_echoed(tmp_path, where):
         raw["ducklake"]["catalog_path"] = bad
     else:
         environ["FLUSHER_DUCKLAKE_CATALOG_PATH"] = bad
-    with pytest.raises(ConfigError, match=r"ducklake.catalog_path( \(from \w+\))?: not a PostgreSQL connection string") \
-            as caught:
+    with pytest.raises(
+        ConfigError, match=r"ducklake.catalog_path( \(from \w+\))?: not a PostgreSQL connection string"
+    ) as caught:
         settings_from_mapping(raw, "config.yaml", environ)
     assert "BadA7f3q9" not in str(caught.value) and "BadB8k2w1" not in str(caught.value)
 
@@ -128,8 +136,13 @@ def test_a_run_parameter_may_only_name_the_configured_file_or_a_file_in_the_conf
     environ = {"FLUSHER_CONFIG": str(main), "FLUSHER_CONFIG_DIR": str(allowed_dir)}
     assert allowed_config_path(str(main), environ) == main.resolve()
     assert allowed_config_path(str(allowed_dir / "a.yaml"), environ) == (allowed_dir / "a.yaml").resolve()
-    for path in ["/etc/passwd", str(allowed_dir / ".." / "main2.yaml"), str(allowed_dir / "link.yaml"),
-                 str(allowed_dir), str(tmp_path / "configs-evil" / "a.yaml")]:
+    for path in [
+        "/etc/passwd",
+        str(allowed_dir / ".." / "main2.yaml"),
+        str(allowed_dir / "link.yaml"),
+        str(allowed_dir),
+        str(tmp_path / "configs-evil" / "a.yaml"),
+    ]:
         with pytest.raises(ConfigError, match="refused, and not read"):
             allowed_config_path(path, environ)
     with pytest.raises(ConfigError, match="FLUSHER_CONFIG_DIR is not set"):
@@ -147,6 +160,7 @@ def test_the_webhook_url_becomes_a_template_and_secrets():
 
 # --- end to end: the CLI and flow runs against the real Prefect API -----------------------------------------------
 
+
 @dataclass
 class Form:
     """One way a secret reaches the flusher, and the distinctive strings that must never come back."""
@@ -160,33 +174,81 @@ class Form:
 
 UNREACHABLE = "127.0.0.1 port=1"
 FORMS = [
-    Form("uri", {"ducklake": {"catalog_path": "postgresql://flusher:UriPwA7f3q9@127.0.0.1:1/cat"}},
-         hidden=["UriPwA7f3q9"]),
+    Form(
+        "uri",
+        {"ducklake": {"catalog_path": "postgresql://flusher:UriPwA7f3q9@127.0.0.1:1/cat"}},
+        hidden=["UriPwA7f3q9"],
+    ),
     # libpq would read the unencoded '/' as the end of the host: "UriA7f3q9" became the port, in DuckDB's error.
-    Form("uri-unencoded", {"ducklake": {"catalog_path": "postgresql://flusher:UriA7f3q9/UriB8k2w1@127.0.0.1:1/cat"}},
-         hidden=["UriA7f3q9", "UriB8k2w1"], valid=False),
-    Form("percent-encoded-uri",
-         {"ducklake": {"catalog_path": "postgresql://flusher:PctA7f3q9%40x%2F%20PctB8k2w1@127.0.0.1:1/cat"}},
-         hidden=["PctA7f3q9", "PctB8k2w1"]),
-    Form("quoted-with-space",
-         {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password='QuoA7f3q9 QuoB8k2w1'"}},
-         hidden=["QuoA7f3q9", "QuoB8k2w1"]),
-    Form("unquoted-bad-value",
-         {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password=BadA7f3q9 BadB8k2w1"}},
-         hidden=["BadA7f3q9", "BadB8k2w1"], valid=False),
-    Form("environment",
-         env={"FLUSHER_DUCKLAKE_CATALOG_PATH": f"host={UNREACHABLE} dbname=cat password=EnvA7f3q9 EnvB8k2w1"},
-         hidden=["EnvA7f3q9", "EnvB8k2w1"], valid=False),
-    Form("s3-keys", {"ducklake": {"data_path": "s3://bronze/lake/", "aws_access_key_id": "S3KeyIdA7f3q9",
-                                  "aws_secret_access_key": "S3SecretA7f3q9", "aws_endpoint": "127.0.0.1:1",
-                                  "aws_region": "us-east-1", "aws_url_style": "path", "aws_use_ssl": False}},
-         hidden=["S3SecretA7f3q9", "S3KeyIdA7f3q9"]),
-    Form("downstream", {"downstream": [
-        {"name": "silver", "dsn": "postgresql://silver:DsnPwA7f3q9@127.0.0.1:1/s", "table": "t", "column": "c",
-         "connect_timeout_seconds": 2},
-        {"name": "gold", "host": "127.0.0.1", "port": 1, "database": "g", "user": "g", "password": "DsHostA7f3q9",
-         "table": "t", "column": "c", "connect_timeout_seconds": 2},
-    ]}, hidden=["DsnPwA7f3q9", "DsHostA7f3q9"]),
+    Form(
+        "uri-unencoded",
+        {"ducklake": {"catalog_path": "postgresql://flusher:UriA7f3q9/UriB8k2w1@127.0.0.1:1/cat"}},
+        hidden=["UriA7f3q9", "UriB8k2w1"],
+        valid=False,
+    ),
+    Form(
+        "percent-encoded-uri",
+        {"ducklake": {"catalog_path": "postgresql://flusher:PctA7f3q9%40x%2F%20PctB8k2w1@127.0.0.1:1/cat"}},
+        hidden=["PctA7f3q9", "PctB8k2w1"],
+    ),
+    Form(
+        "quoted-with-space",
+        {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password='QuoA7f3q9 QuoB8k2w1'"}},
+        hidden=["QuoA7f3q9", "QuoB8k2w1"],
+    ),
+    Form(
+        "unquoted-bad-value",
+        {"ducklake": {"catalog_path": f"host={UNREACHABLE} dbname=cat password=BadA7f3q9 BadB8k2w1"}},
+        hidden=["BadA7f3q9", "BadB8k2w1"],
+        valid=False,
+    ),
+    Form(
+        "environment",
+        env={"FLUSHER_DUCKLAKE_CATALOG_PATH": f"host={UNREACHABLE} dbname=cat password=EnvA7f3q9 EnvB8k2w1"},
+        hidden=["EnvA7f3q9", "EnvB8k2w1"],
+        valid=False,
+    ),
+    Form(
+        "s3-keys",
+        {
+            "ducklake": {
+                "data_path": "s3://bronze/lake/",
+                "aws_access_key_id": "S3KeyIdA7f3q9",
+                "aws_secret_access_key": "S3SecretA7f3q9",
+                "aws_endpoint": "127.0.0.1:1",
+                "aws_region": "us-east-1",
+                "aws_url_style": "path",
+                "aws_use_ssl": False,
+            }
+        },
+        hidden=["S3SecretA7f3q9", "S3KeyIdA7f3q9"],
+    ),
+    Form(
+        "downstream",
+        {
+            "downstream": [
+                {
+                    "name": "silver",
+                    "dsn": "postgresql://silver:DsnPwA7f3q9@127.0.0.1:1/s",
+                    "table": "t",
+                    "column": "c",
+                    "connect_timeout_seconds": 2,
+                },
+                {
+                    "name": "gold",
+                    "host": "127.0.0.1",
+                    "port": 1,
+                    "database": "g",
+                    "user": "g",
+                    "password": "DsHostA7f3q9",
+                    "table": "t",
+                    "column": "c",
+                    "connect_timeout_seconds": 2,
+                },
+            ]
+        },
+        hidden=["DsnPwA7f3q9", "DsHostA7f3q9"],
+    ),
 ]
 
 
@@ -204,8 +266,10 @@ def _api_text(since: datetime, flow_run_id: Any) -> str:
     with get_client(sync_client=True) as client:
         # Prefect persists events a little later: wait for this run's final state event, then read them all.
         deadline = time.monotonic() + 60
-        mine = EventFilter(occurred=EventOccurredFilter(since=since),
-                           resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]))
+        mine = EventFilter(
+            occurred=EventOccurredFilter(since=since),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        )
         while time.monotonic() < deadline:
             page = client.read_events(mine, limit=50)
             if any(e.event.split(".")[-1] in ("Failed", "Completed", "Crashed", "Skipped") for e in page.events):
@@ -220,8 +284,12 @@ def _api_text(since: datetime, flow_run_id: Any) -> str:
             page = client.read_events_page(page.next_page)
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)))
         texts += [r.model_dump_json() for r in runs]
-        texts += [t.model_dump_json() for t in client.read_task_runs(
-            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)))]
+        texts += [
+            t.model_dump_json()
+            for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
+            )
+        ]
         offset = 0
         while True:
             logs = client.read_logs(LogFilter(timestamp=LogFilterTimestamp(after_=since)), limit=200, offset=offset)
@@ -245,11 +313,8 @@ def _files_text(*folders: Path) -> str:
 
 
 def _state_tables_text(hot: HotEnv) -> str:
-    rows = hot.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'flusher_state'"
-    )
-    return "\n".join(str(hot.execute(f'SELECT row_to_json(t)::text FROM flusher_state."{name}" t'))
-                     for (name,) in rows)
+    rows = hot.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'flusher_state'")
+    return "\n".join(str(hot.execute(f'SELECT row_to_json(t)::text FROM flusher_state."{name}" t')) for (name,) in rows)
 
 
 def _health_text(hot: HotEnv) -> str:
@@ -262,8 +327,7 @@ def _health_text(hot: HotEnv) -> str:
         server = HealthServer(HealthProbe(settings, pool, lambda: None), "127.0.0.1", 0)
         server.start()
         try:
-            return "\n".join(
-                _get(f"http://127.0.0.1:{server.port}{path}") for path in ("/health", "/metrics"))
+            return "\n".join(_get(f"http://127.0.0.1:{server.port}{path}") for path in ("/health", "/metrics"))
         finally:
             server.stop()
 
@@ -280,7 +344,7 @@ def _get(url: str) -> str:
 @pytest.mark.usefixtures("prefect_api")
 @pytest.mark.parametrize("form", FORMS, ids=[f.name for f in FORMS])
 def test_no_secret_leaves_the_process(hot, form, monkeypatch):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(UTC) - timedelta(seconds=1)
     hot.config = write_config(hot, **form.sections)
     hot.load(1, 2)
     seen: dict[str, str] = {}
@@ -368,8 +432,14 @@ def test_a_deployment_run_reads_its_config_only_from_flusher_config_or_the_confi
     def run(config_path: str) -> Any:
         flow_run = run_deployment("bronze-flush/bronze-flush", parameters={"config_path": config_path}, timeout=0)
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "execute", str(flow_run.id)], cwd=ROOT,
-                              env=worker_env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", "flow-run", "execute", str(flow_run.id)],
+            cwd=ROOT,
+            env=worker_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         took = time.monotonic() - started
         assert done.returncode in (0, 1), f"{took:.0f}s: {done.stdout[-2000:]} {done.stderr[-2000:]}"
         return flow_run.id
@@ -393,6 +463,7 @@ def test_a_deployment_run_reads_its_config_only_from_flusher_config_or_the_confi
 
 
 # --- the alert webhook's token: from the environment, stored as a block secret ------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")

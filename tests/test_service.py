@@ -59,15 +59,23 @@ def test_a_deployment_run_with_an_unknown_table_is_refused_before_a_flow_run_exi
         with pytest.raises(Exception, match="trades_row_v9"):
             run_deployment("bronze-flush/bronze-flush", parameters={"tables": ["trades_row_v9"]}, timeout=0)
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            )
         assert not [r for r in runs if "trades_row_v9" in str(r.parameters)], "no flow run, so no failure alert"
     finally:
         _forget_deployments()
 
 
 def _prefect(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=ROOT, capture_output=True,
-                            text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -102,12 +110,32 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
     env = {"FLUSHER_CONFIG": str(hot.config), **FAST_POLLING}
     _prefect("work-pool", "create", "flusher-pool", "--type", "process", "--overwrite")
     _prefect("deploy", "--all", env=env)
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "flusher-pool"],
-                              cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "flusher-pool"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
-        typo = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deployment", "run", "bronze-flush/bronze-flush",
-                               "--param", 'tables=["ledgers_row_v9"]'], cwd=ROOT, capture_output=True, text=True, timeout=180)
+        typo = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "--no-prompt",
+                "deployment",
+                "run",
+                "bronze-flush/bronze-flush",
+                "--param",
+                'tables=["ledgers_row_v9"]',
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert typo.returncode != 0 and "ledgers_row_v9" in typo.stdout + typo.stderr, "prefect deploy enforces it too"
         ran = _prefect("deployment", "run", "bronze-flush/bronze-flush", "--param", 'tables=["ledgers_row_v2"]')
         flow_run_id = next(line.split()[-1] for line in ran.stdout.splitlines() if "UUID" in line)
@@ -122,7 +150,9 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
     assert {"bronze-flush-tables", "bronze-flush-summary"} <= {a.key for a in artifacts}
     assert [a.data for a in artifacts if a.key == "bronze-flush-progress"] == [100.0], "the progress bar ends full"
     assert hot.hot_count_at_or_below("ledgers_row_v2", 10) == 0 and hot.hot_count_at_or_below("trades_row_v1", 10) == 10
@@ -134,16 +164,31 @@ class Service:
 
     def __init__(self, hot, interval: int, failpoints: str | None = None) -> None:
         self.port = free_port()
-        hot.config = write_config(hot, service={"health_port": self.port, "health_host": "127.0.0.1",
-                                                "shutdown_timeout_seconds": 120})
+        hot.config = write_config(
+            hot, service={"health_port": self.port, "health_host": "127.0.0.1", "shutdown_timeout_seconds": 120}
+        )
         env = {**os.environ, **FAST_POLLING}
         if failpoints:
             env["FLUSHER_FAILPOINTS"] = failpoints
         self.log = hot.tmp / f"serve-{self.port}.log"
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flusher.app.cli", "serve", "--config", str(hot.config), "--interval-seconds", str(interval)],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "flusher.app.cli",
+                    "serve",
+                    "--config",
+                    str(hot.config),
+                    "--interval-seconds",
+                    str(interval),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.wait_until(lambda h: h is not None, "the health endpoint to answer")
 
     def health(self) -> dict | None:
@@ -194,10 +239,17 @@ def test_serve_runs_the_schedule_reports_health_and_metrics_and_shuts_down_grace
         assert after["last_watermark"] == 10 and after["total_flushed"] == sum(hot.assert_exactly_once().values())
         assert after["next_flush_in"] is not None and after["last_flush_time"].endswith("Z")
         metrics = service.metrics()
-        for name in ("flusher_flush_count ", "flusher_last_watermark 10.0", "flusher_total_rows_flushed ",
-                     "flusher_last_flush_timestamp_seconds ", 'flusher_table_rows_flushed_total{table="ledgers_row_v2"} 10.0',
-                     'flusher_table_flush_seconds_bucket{le="+Inf",table="effects_row_v1"}', "flusher_lag_ledgers 0.0",
-                     "flusher_up 1.0", "# TYPE flusher_flush_count untyped"):
+        for name in (
+            "flusher_flush_count ",
+            "flusher_last_watermark 10.0",
+            "flusher_total_rows_flushed ",
+            "flusher_last_flush_timestamp_seconds ",
+            'flusher_table_rows_flushed_total{table="ledgers_row_v2"} 10.0',
+            'flusher_table_flush_seconds_bucket{le="+Inf",table="effects_row_v1"}',
+            "flusher_lag_ledgers 0.0",
+            "flusher_up 1.0",
+            "# TYPE flusher_flush_count untyped",
+        ):
             assert name in metrics, name
 
         hot.load(11, 5)
@@ -322,9 +374,21 @@ def test_an_alert_fires_when_a_downstream_consumer_blocks_runs(hot):
     try:
         made = hot.run_cli("alerts", "--webhook-url", receiver.url, "--interval-seconds", "60")
         assert made.returncode == 0, made.stderr
-        hot.config = write_config(hot, downstream={"name": "silver", "host": "127.0.0.1", "port": 1, "database": "s",
-                                                   "user": "u", "password": "sekret-pw", "table": "t", "column": "c"})
+        hot.config = write_config(
+            hot,
+            downstream={
+                "name": "silver",
+                "host": "127.0.0.1",
+                "port": 1,
+                "database": "s",
+                "user": "u",
+                "password": "sekret-pw",
+                "table": "t",
+                "column": "c",
+            },
+        )
         hot.load(1, 3)
+
         def skipped_run() -> None:
             state = flush(hot)
             assert state.name == "Skipped", state

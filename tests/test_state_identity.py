@@ -98,25 +98,41 @@ def test_a_dropped_and_recreated_state_schema_refuses_and_deletes_nothing(hot):
 
 def _backup_state(hot, into: str) -> dict[str, tuple[int, bool]]:
     """Copy every state table into schema `into`; return the sequences' positions (a backup of the state)."""
-    tables = [r[0] for r in hot.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'", (STATE,))]
+    tables = [
+        r[0]
+        for r in hot.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (STATE,),
+        )
+    ]
     hot.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(into)))
     for table in tables:
-        hot.execute(sql.SQL("CREATE TABLE {} AS TABLE {}").format(sql.Identifier(into, table), sql.Identifier(STATE, table)))
-    return {name: (last, called) for name, last, called in hot.execute(
-        "SELECT sequencename, coalesce(last_value, 1), last_value IS NOT NULL FROM pg_sequences WHERE schemaname = %s",
-        (STATE,))}
+        hot.execute(
+            sql.SQL("CREATE TABLE {} AS TABLE {}").format(sql.Identifier(into, table), sql.Identifier(STATE, table))
+        )
+    return {
+        name: (last, called)
+        for name, last, called in hot.execute(
+            "SELECT sequencename, coalesce(last_value, 1), last_value IS NOT NULL "
+            "FROM pg_sequences WHERE schemaname = %s",
+            (STATE,),
+        )
+    }
 
 
 def _restore_state(hot, backup: str, sequences: dict[str, tuple[int, bool]]) -> None:
     """Put the state back as the backup had it: same rows, same sequence positions."""
-    tables = [r[0] for r in hot.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (backup,))]
+    tables = [
+        r[0] for r in hot.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (backup,))
+    ]
     with hot.connect() as conn, conn.transaction():
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(STATE, t) for t in tables)))
         for table in ("runs", *sorted(set(tables) - {"runs"})):  # table_batches references runs
-            conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
-                sql.Identifier(STATE, table), sql.Identifier(backup, table)))
+            conn.execute(
+                sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
+                    sql.Identifier(STATE, table), sql.Identifier(backup, table)
+                )
+            )
         for name, (last, called) in sequences.items():
             conn.execute("SELECT setval(%s, %s, %s)", (f"{STATE}.{name}", last, called))
 
@@ -149,7 +165,8 @@ def test_a_brand_new_state_over_an_empty_lake_adopts_silently(hot):
         assert store.adopted() is True
         assert store.state_id() == state_id
         assert hot.execute(sql.SQL("SELECT adopted_how FROM {}").format(sql.Identifier(STATE, "state_identity"))) == [
-            ("empty lake",)]
+            ("empty lake",)
+        ]
     killed, again = _kill_then_rerun(hot, 6)
     assert killed.returncode == -signal.SIGKILL and again.returncode == 0, again.stdout + again.stderr
     assert hot.assert_exactly_once()["ledgers_row_v2"] == 10
@@ -183,5 +200,6 @@ def test_a_state_from_before_state_ids_is_upgraded_and_undoes_its_own_unlabelled
     again = hot.run_cli("flush")
     assert again.returncode == 0, again.stdout + again.stderr
     assert hot.assert_exactly_once()["transactions_row_v2"] == 15 * 2
-    assert hot.execute(sql.SQL("SELECT adopted_how, legacy_labels_upto FROM {}").format(
-        sql.Identifier(STATE, "state_identity"))) == [("upgrade", 2)]
+    assert hot.execute(
+        sql.SQL("SELECT adopted_how, legacy_labels_upto FROM {}").format(sql.Identifier(STATE, "state_identity"))
+    ) == [("upgrade", 2)]

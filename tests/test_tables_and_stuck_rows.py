@@ -1,5 +1,6 @@
 """Issue 10: every known table is flushed (or reported); rows that cannot move are counted and shown; the Go
-service's maintenance section works; a table typo is a configuration error; errors retrying cannot fix are not retried."""
+service's maintenance section works; a table typo is a configuration error;
+errors retrying cannot fix are not retried."""
 
 from __future__ import annotations
 
@@ -134,8 +135,10 @@ def test_a_text_ledger_column_is_refused_for_that_table_only(hot):
     hot.load(1, 12, tables=["token_transfers_stream_v1"])  # as text, '10' < '9': a string compare would move wrong rows
     state = flush(hot)
     assert state.is_failed()
-    assert ("ledger column public.token_transfers_stream_v1.ledger_sequence has type VARCHAR, not an integer type"
-            in state.message), state.message
+    assert (
+        "ledger column public.token_transfers_stream_v1.ledger_sequence has type VARCHAR, not an integer type"
+        in state.message
+    ), state.message
     assert "ALTER COLUMN ledger_sequence TYPE bigint" in state.message
     assert task_attempts(state, "token_transfers_stream_v1") == 1
     assert hot.execute("SELECT count(*) FROM token_transfers_stream_v1")[0][0] == 12, "its rows stay"
@@ -148,22 +151,38 @@ def test_go_style_maintenance_runs_right_after_every_nth_completed_flush(hot):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     # The Go service's section (every_n_flushes 6 there; 2 here so the test needs 3 flushes, not 7).
-    hot.config = write_config(hot, maintenance={"enabled": True, "every_n_flushes": 2, "max_compacted_files": 200},
-                              ducklake={"data_inlining_row_limit": 0})
+    hot.config = write_config(
+        hot,
+        maintenance={"enabled": True, "every_n_flushes": 2, "max_compacted_files": 200},
+        ducklake={"data_inlining_row_limit": 0},
+    )
     states = []
     for first in (1, 21, 41):
         hot.load(first, 20)
         states.append(flush(hot))
         assert states[-1].is_completed(), states[-1].message
-    assert [r[0] for r in hot.execute("SELECT maintained FROM flusher_state.runs ORDER BY batch_id")] == \
-        [False, True, False], "the 2nd completed flush maintained; the count restarts after it"
+    assert [r[0] for r in hot.execute("SELECT maintained FROM flusher_state.runs ORDER BY batch_id")] == [
+        False,
+        True,
+        False,
+    ], "the 2nd completed flush maintained; the count restarts after it"
     with get_client(sync_client=True) as client:
-        keys = [{a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[s.state_details.flow_run_id])))} for s in states]
+        keys = [
+            {
+                a.key
+                for a in client.read_artifacts(
+                    artifact_filter=ArtifactFilter(
+                        flow_run_id=ArtifactFilterFlowRunId(any_=[s.state_details.flow_run_id])
+                    )
+                )
+            }
+            for s in states
+        ]
     assert "bronze-maintenance-summary" in keys[1] and "bronze-maintenance-summary" not in keys[0] | keys[2]
     merged = hot.execute(
         "SELECT count(*) FROM bronze_meta.ducklake_data_file f JOIN bronze_meta.ducklake_table t USING (table_id) "
-        "WHERE t.table_name = 'trades_row_v1' AND t.end_snapshot IS NULL AND f.end_snapshot IS NULL")[0][0]
+        "WHERE t.table_name = 'trades_row_v1' AND t.end_snapshot IS NULL AND f.end_snapshot IS NULL"
+    )[0][0]
     assert merged == 2, "the first two flushes' files were merged into one; the third flush added one"
     hot.assert_exactly_once()
 

@@ -18,8 +18,13 @@ from tests.helpers import TEST_ROWS_PER_LEDGER, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
-TABLES = ["ledgers_row_v2", "transactions_row_v2", "contract_events_stream_v1", "token_transfers_stream_v1",
-          "contract_creations_v1"]
+TABLES = [
+    "ledgers_row_v2",
+    "transactions_row_v2",
+    "contract_events_stream_v1",
+    "token_transfers_stream_v1",
+    "contract_creations_v1",
+]
 LATE = ["transactions_row_v2", "contract_events_stream_v1", "token_transfers_stream_v1", "contract_creations_v1"]
 CHECKPOINT, DOWNSTREAM, TOP = 20, 12, 24
 
@@ -37,8 +42,10 @@ def _go_era(hot, copied_twice: bool = False) -> None:
         go_era.go_copy(hot, ["transactions_row_v2"], 14)
     hot.load(3, 2, TABLES)  # a replay of ledgers 3..4: identical rows, in the lake already
     hot.load(5, 3, LATE, first_row=100)  # late rows for old ledgers, never flushed
-    hot.execute("INSERT INTO token_transfers_stream_v1 SELECT * FROM token_transfers_stream_v1 "
-                "WHERE ledger_sequence = 15 LIMIT 1")  # two identical hot rows, one in the lake
+    hot.execute(
+        "INSERT INTO token_transfers_stream_v1 SELECT * FROM token_transfers_stream_v1 "
+        "WHERE ledger_sequence = 15 LIMIT 1"
+    )  # two identical hot rows, one in the lake
     hot.load(CHECKPOINT + 1, TOP - CHECKPOINT, TABLES)
 
 
@@ -84,8 +91,11 @@ def test_takeover_copies_only_what_the_lake_lacks_then_flushes_normally(hot):
     go_era.assert_taken_over(hot, TABLES, lake_before, hot_before, TOP)
     for table in TABLES:
         present, missing = _expected(table)
-        rows = hot.execute("SELECT rows_flushed, rows_expected, rows_deleted, status FROM flusher_state.table_batches "
-                           "WHERE table_name = %s", (table,))
+        rows = hot.execute(
+            "SELECT rows_flushed, rows_expected, rows_deleted, status FROM flusher_state.table_batches "
+            "WHERE table_name = %s",
+            (table,),
+        )
         assert rows == [(missing, present + missing, present + missing, "confirmed")], (table, rows)
     assert hot.execute("SELECT adopted_how FROM flusher_state.state_identity") == [("takeover",)]
     # From here on the ordinary flush takes the new rows, and nothing of the old ones again.

@@ -40,8 +40,11 @@ def _load_known_times(hot) -> None:
     for ledger, wall in EXPECTED.items():
         literal = wall.isoformat(sep=" ") + "+00"
         hot.execute("UPDATE ledgers_row_v2 SET closed_at = %s::timestamptz WHERE sequence = %s", (literal, ledger))
-        hot.execute("UPDATE trades_row_v1 SET trade_timestamp = %s::timestamptz, created_at = %s::timestamptz "
-                    "WHERE ledger_sequence = %s", (literal, literal, ledger))
+        hot.execute(
+            "UPDATE trades_row_v1 SET trade_timestamp = %s::timestamptz, created_at = %s::timestamptz "
+            "WHERE ledger_sequence = %s",
+            (literal, literal, ledger),
+        )
 
 
 def _lake_times(hot) -> dict[str, dict[int, set]]:
@@ -49,7 +52,8 @@ def _lake_times(hot) -> dict[str, dict[int, set]]:
         cur = lake.cursor()
         ledgers = cur.execute(f"SELECT sequence, closed_at FROM {lake.table('ledgers_row_v2')}").fetchall()
         trades = cur.execute(
-            f"SELECT ledger_sequence, trade_timestamp, created_at FROM {lake.table('trades_row_v1')}").fetchall()
+            f"SELECT ledger_sequence, trade_timestamp, created_at FROM {lake.table('trades_row_v1')}"
+        ).fetchall()
     out: dict[str, dict[int, set]] = {"ledgers_row_v2": {}, "trades_row_v1": {}}
     for ledger, closed in ledgers:
         out["ledgers_row_v2"].setdefault(ledger, set()).add(closed)
@@ -90,14 +94,20 @@ def test_maintenance_rewrites_keep_utc_values_under_a_non_utc_host_zone(hot):
     hot.config = write_config(hot, ducklake={"data_inlining_row_limit": 0})
     _load_known_times(hot)
     # One flush per ledger: eight small files per table for the merge to rewrite.
-    for ledger in EXPECTED:
+    for _ledger in EXPECTED:
         done = hot.run_cli("flush", "--tables", ",".join(TABLES), "--max-ledgers", "1", env={"TZ": "America/New_York"})
         assert done.returncode == 0, done.stdout + done.stderr
     done = hot.run_cli("maintain", env={"TZ": "America/New_York"})
     assert done.returncode == 0, done.stdout + done.stderr
     with LakeSession(hot.settings(), attach_hot=False) as lake:
-        files = lake.cursor().execute("SELECT count(*) FROM ducklake_list_files(?, ?, schema => ?)",
-                                      [lake.lake, "ledgers_row_v2", lake.schema]).fetchone()[0]
+        files = (
+            lake.cursor()
+            .execute(
+                "SELECT count(*) FROM ducklake_list_files(?, ?, schema => ?)",
+                [lake.lake, "ledgers_row_v2", lake.schema],
+            )
+            .fetchone()[0]
+        )
     assert files == 1, "maintenance did not merge the files, so it proved nothing"
     _assert_exact_utc(hot)
     assert flush(hot, tables=TABLES).is_completed()  # an in-process flush (the test's own zone) keeps them too

@@ -21,7 +21,13 @@ NEW_COLUMNS = [
     ("scores", "INTEGER[]", "VARCHAR", "ARRAY[1, 2, 3]", "[1,2,3]"),
     ("doc", "JSONB", "VARCHAR", "'{\"k\": [1, 2]}'::jsonb", '{"k": [1, 2]}'),
     ("raw", "BYTEA", "BLOB", "'\\xdeadbeef'::bytea", b"\xde\xad\xbe\xef"),
-    ("uid", "UUID", "UUID", "'3d86b3e4-1371-4491-819f-4ec6a3584059'", uuid.UUID("3d86b3e4-1371-4491-819f-4ec6a3584059")),
+    (
+        "uid",
+        "UUID",
+        "UUID",
+        "'3d86b3e4-1371-4491-819f-4ec6a3584059'",
+        uuid.UUID("3d86b3e4-1371-4491-819f-4ec6a3584059"),
+    ),
     ("day", "DATE", "DATE", "'2025-01-02'", date(2025, 1, 2)),
     ("took", "INTERVAL", "INTERVAL", "'90 seconds'", timedelta(seconds=90)),
     ("ratio", "REAL", "FLOAT", "0.5", 0.5),
@@ -49,16 +55,20 @@ def test_each_hot_type_lands_as_its_documented_lake_type(hot, zone):
     assert result.returncode == 0, result.stdout + result.stderr
     with LakeSession(hot.settings(), attach_hot=False) as lake:
         cur = lake.cursor()
-        types = dict(cur.execute(
-            "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = ? AND table_name = 'trades_row_v1'",
-            [lake.lake]).fetchall())
+        types = dict(
+            cur.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                "WHERE database_name = ? AND table_name = 'trades_row_v1'",
+                [lake.lake],
+            ).fetchall()
+        )
         names = ", ".join(f'"{n}"' for n, *_ in NEW_COLUMNS)
         rows = cur.execute(f"SELECT {names} FROM {lake.table('trades_row_v1')}").fetchall()
     for name, _, lake_type, _, _ in NEW_COLUMNS:
         assert types[name] == lake_type, name
     assert len(rows) == 3
     for row in rows:
-        for (name, _, _, _, expected), value in zip(NEW_COLUMNS, row):
+        for (name, _, _, _, expected), value in zip(NEW_COLUMNS, row, strict=False):
             assert value == expected, f"{name}: {value!r}"
     hot.assert_exactly_once()
 
@@ -82,17 +92,23 @@ def test_types_the_lake_cannot_take_fail_only_their_table(hot):
 def test_invalid_utf8_names_the_column_and_ledgers_and_the_rest_flush(ascii_hot):
     hot = ascii_hot
     hot.load(1, 10)
-    hot.execute(r"UPDATE effects_row_v1 SET details_json = E'{\"memo\": \"caf\xe9\"}' "
-                "WHERE ledger_sequence IN (4, 7) AND effect_index = 1")
+    hot.execute(
+        r"UPDATE effects_row_v1 SET details_json = E'{\"memo\": \"caf\xe9\"}' "
+        "WHERE ledger_sequence IN (4, 7) AND effect_index = 1"
+    )
     state = flush(hot)
     assert state.is_failed()
     assert "effects_row_v1" in state.message
-    assert "invalid UTF-8" in state.message and "column details_json: 2 row(s), ledgers 4..7" in state.message, state.message
+    assert "invalid UTF-8" in state.message and "column details_json: 2 row(s), ledgers 4..7" in state.message, (
+        state.message
+    )
     assert hot.hot_count_at_or_below("effects_row_v1", 10) == 30
     assert hot.hot_count_at_or_below("operations_row_v2", 10) == 0
     hot.assert_exactly_once(unconfirmed_ok=True)
 
-    hot.execute("UPDATE effects_row_v1 SET details_json = '{\"memo\": \"cafe\"}' WHERE ledger_sequence IN (4, 7) "
-                "AND effect_index = 1")
+    hot.execute(
+        'UPDATE effects_row_v1 SET details_json = \'{"memo": "cafe"}\' WHERE ledger_sequence IN (4, 7) '
+        "AND effect_index = 1"
+    )
     assert flush(hot).is_completed()
     assert hot.assert_exactly_once()["effects_row_v1"] == 30

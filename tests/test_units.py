@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from importlib import resources
 
 import duckdb
@@ -10,8 +11,8 @@ import psycopg.conninfo
 import pytest
 
 from flusher import failpoints
-from flusher.hot import choose_watermark, validate_snapshot_id
 from flusher.config import DuckLakeSettings, PostgresSettings, session_options, with_session_options
+from flusher.hot import choose_watermark, validate_snapshot_id
 from flusher.lake import Column, bronze_ddl, connect_duckdb, redact
 from flusher.registry import registry
 from flusher.transfer import SchemaMismatch, lake_type_for, plan_columns
@@ -66,7 +67,9 @@ def test_timestamptz_is_copied_as_its_utc_wall_time_whatever_the_duckdb_session_
     plan = plan_columns("t", [Column("c", "TIMESTAMP WITH TIME ZONE")], [])
     con = duckdb.connect()
     con.execute("SET TimeZone = 'America/New_York'")
-    value = con.execute(f"SELECT {plan.select[0]} FROM (SELECT TIMESTAMPTZ '2025-03-09 06:59:59.5+00' AS c)").fetchone()[0]
+    value = con.execute(
+        f"SELECT {plan.select[0]} FROM (SELECT TIMESTAMPTZ '2025-03-09 06:59:59.5+00' AS c)"
+    ).fetchone()[0]
     assert str(value) == "2025-03-09 06:59:59.500000"
 
 
@@ -80,16 +83,24 @@ def test_every_duckdb_cursor_of_the_flusher_works_in_utc():
 
 def test_session_settings_reach_every_postgres_connection_string_after_the_users_own_options():
     assert session_options(0) == "-c TimeZone=UTC -c idle_in_transaction_session_timeout=0 -c statement_timeout=0"
-    merged = psycopg.conninfo.conninfo_to_dict(with_session_options(
-        "postgresql://u:pw@db:5433/cat?options=-c%20search_path%3Dx%20-c%20TimeZone%3DEurope/Paris", 0))
-    assert merged["options"] == ("-c search_path=x -c TimeZone=Europe/Paris -c TimeZone=UTC "
-                                 "-c idle_in_transaction_session_timeout=0 -c statement_timeout=0")
+    merged = psycopg.conninfo.conninfo_to_dict(
+        with_session_options(
+            "postgresql://u:pw@db:5433/cat?options=-c%20search_path%3Dx%20-c%20TimeZone%3DEurope/Paris", 0
+        )
+    )
+    assert merged["options"] == (
+        "-c search_path=x -c TimeZone=Europe/Paris -c TimeZone=UTC "
+        "-c idle_in_transaction_session_timeout=0 -c statement_timeout=0"
+    )
     assert (merged["host"], merged["port"], merged["dbname"], merged["password"]) == ("db", "5433", "cat", "pw")
     pg = PostgresSettings(database="hot", statement_timeout_seconds=60)
     assert "-c statement_timeout=60s" in psycopg.conninfo.conninfo_to_dict(pg.conninfo())["options"]
     assert "-c statement_timeout=0" in psycopg.conninfo.conninfo_to_dict(pg.conninfo(scanner=True))["options"]
     lake = DuckLakeSettings(catalog_path="host=db dbname=cat", data_path="/tmp/lake")
-    assert "-c idle_in_transaction_session_timeout=0" in psycopg.conninfo.conninfo_to_dict(lake.catalog_conninfo())["options"]
+    assert (
+        "-c idle_in_transaction_session_timeout=0"
+        in psycopg.conninfo.conninfo_to_dict(lake.catalog_conninfo())["options"]
+    )
 
 
 def test_new_hot_columns_are_added_to_the_lake_and_missing_ones_stay_null():
@@ -127,8 +138,10 @@ def test_the_bronze_ddl_and_the_hot_ddl_describe_the_same_tables_and_columns():
     con = duckdb.connect()
     for statement in ddl.values():
         con.execute(statement)
-    lake = {t: {c for (c,) in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [t]).fetchall()}
-            for t in ddl}
+    lake = {
+        t: {c for (c,) in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [t]).fetchall()}
+        for t in ddl
+    }
     assert lake == _hot_columns()
     assert len(lake["ledgers_row_v2"]) == 29 and len(lake["operations_row_v2"]) == 69
 
@@ -152,7 +165,9 @@ def test_a_missing_extension_wheel_says_what_to_install(monkeypatch):
     from flusher import extensions
 
     monkeypatch.setitem(extensions.EXTENSION_PACKAGES, "ducklake", "duckdb_extension_not_installed")
-    with pytest.raises(extensions.ExtensionMissing, match=f"pip install duckdb-extension-not-installed=={duckdb.__version__}"):
+    with pytest.raises(
+        extensions.ExtensionMissing, match=f"pip install duckdb-extension-not-installed=={duckdb.__version__}"
+    ):
         extensions.extension_path("ducklake")
 
 
@@ -161,7 +176,10 @@ def test_httpfs_is_loaded_only_for_a_remote_lake():
     from flusher.lake import _extensions_for
 
     def settings(data_path: str):
-        raw = {"postgres": {"database": "hot"}, "ducklake": {"catalog_path": "host=db dbname=c", "data_path": data_path}}
+        raw = {
+            "postgres": {"database": "hot"},
+            "ducklake": {"catalog_path": "host=db dbname=c", "data_path": data_path},
+        }
         return settings_from_mapping(raw, environ={})
 
     assert "httpfs" in _extensions_for(settings("s3://bronze/lake"))
@@ -178,12 +196,12 @@ def test_tables_flush_largest_first_and_unknown_sizes_last_in_their_order():
 
 
 def test_a_label_is_this_states_only_with_its_id_or_as_an_upgraded_states_old_label():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from flusher.adoption import _may_be_ours, parse_label
     from flusher.state import StateIdentity
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     new = StateIdentity("s-1", now, now, "empty lake", 5, None)
     upgraded = StateIdentity("s-1", now, now, "upgrade", 5, 7)
     assert _may_be_ours(new, parse_label(6, '{"state": "s-1", "table": "t", "batch": 3, "watermark": 9}'))

@@ -16,7 +16,7 @@ class WebhookReceiver:
         received, paths = self.received, self.paths
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 paths.append(self.path)
                 try:

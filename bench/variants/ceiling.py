@@ -45,6 +45,7 @@ def copy_all(session: LakeSession, tables: dict[str, str], mark: int) -> int:
 
 def on_each_table(hot_uri: str, tables: dict[str, str], statement) -> list[int]:
     """Run statement(table, column) per table on WORKERS autocommit connections; returns rowcounts."""
+
     def run(item: tuple[str, str]) -> int:
         with psycopg.connect(hot_uri, autocommit=True) as conn:
             return conn.execute(statement(*item)).rowcount
@@ -61,10 +62,19 @@ def main() -> None:
     with phases.time("flush"), LakeSession(settings) as session:
         rows = copy_all(session, tables, mark)
     with phases.time("delete"):
-        deleted = sum(on_each_table(spec["hot_uri"], tables, lambda t, c: sql.SQL("DELETE FROM {} WHERE {} <= {}").format(
-            sql.Identifier("public", t), sql.Identifier(c), sql.Literal(mark))))
+        deleted = sum(
+            on_each_table(
+                spec["hot_uri"],
+                tables,
+                lambda t, c: sql.SQL("DELETE FROM {} WHERE {} <= {}").format(
+                    sql.Identifier("public", t), sql.Identifier(c), sql.Literal(mark)
+                ),
+            )
+        )
     with phases.time("vacuum"):
-        on_each_table(spec["hot_uri"], tables, lambda t, c: sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("public", t)))
+        on_each_table(
+            spec["hot_uri"], tables, lambda t, c: sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("public", t))
+        )
     run.finish(rows=rows, deleted=deleted)
 
 

@@ -36,10 +36,20 @@ def main() -> None:
     database = root / "peer.duckdb"  # not bronze.duckdb: a catalog named like the dataset is ambiguous
     phases = Phases()
     started = time.perf_counter()
-    source = sql_database(credentials=sqlalchemy_url(spec["hot_uri"]), schema="public", table_names=tables,
-                          backend="pyarrow", chunk_size=100_000)
-    pipeline = dlt.pipeline(pipeline_name="bench_peer", destination=dlt.destinations.duckdb(str(database)),
-                            dataset_name="bronze", pipelines_dir=str(root / "pipelines"), progress=None)
+    source = sql_database(
+        credentials=sqlalchemy_url(spec["hot_uri"]),
+        schema="public",
+        table_names=tables,
+        backend="pyarrow",
+        chunk_size=100_000,
+    )
+    pipeline = dlt.pipeline(
+        pipeline_name="bench_peer",
+        destination=dlt.destinations.duckdb(str(database)),
+        dataset_name="bronze",
+        pipelines_dir=str(root / "pipelines"),
+        progress=None,
+    )
     with phases.time("flush"):
         with phases.time("extract"):
             pipeline.extract(source, write_disposition="append")

@@ -8,7 +8,6 @@ schema); everything else is as the seed did it.
 
 from __future__ import annotations
 
-
 import duckdb
 import psycopg
 from psycopg import sql
@@ -41,8 +40,12 @@ def main() -> None:
                 [mark],
             ).fetchone()[0]
         with phases.time("delete"):
-            deleted += pg.execute(sql.SQL("DELETE FROM {} WHERE {} <= %s").format(
-                sql.Identifier("public", table), sql.Identifier(column)), (mark,)).rowcount
+            deleted += pg.execute(
+                sql.SQL("DELETE FROM {} WHERE {} <= %s").format(
+                    sql.Identifier("public", table), sql.Identifier(column)
+                ),
+                (mark,),
+            ).rowcount
     session.close()
     with phases.time("vacuum"):
         for table in tables:
