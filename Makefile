@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast fuzz bench bench-catchup lock clean
+.PHONY: install demo lint test test-fast test-harness fuzz bench bench-catchup lock clean
 
 install: $(STAMP)
 
@@ -19,18 +19,29 @@ $(STAMP): pyproject.toml requirements.lock
 demo: install
 	$(BIN)/postgres-ducklake-flusher demo
 
-# The whole suite: real PostgreSQL (pgserver, or $$FLUSHER_TEST_PG_URI), DuckLake, Prefect and S3 (moto).
-# Two workers, each with its own PostgreSQL, Prefect server and S3 server (session fixtures are per process).
-test: install
+# Format, lint and the import layers (README "Layout").
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/python -m tests.layers
+
+# The whole suite after lint, in three layers (README "Tests"): tests/unit (no servers), tests/harness (Prefect's
+# in-process test harness), tests/server (real PostgreSQL, Prefect server and S3). Two workers, each with its own
+# PostgreSQL, Prefect server and S3 server (session fixtures are per process).
+test: lint
 	$(BIN)/python -m pytest -q -n 2
 
-# Without the slow crash/concurrency tests.
+# The unit layer: no servers, seconds.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q tests/unit
+
+# The unit and Prefect-harness layers: no PostgreSQL, no Prefect server.
+test-harness: install
+	$(BIN)/python -m pytest -q tests/unit tests/harness
 
 # The property test of config loading with 20000 examples per property (the normal suite runs 200).
 fuzz: install
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 0 tests/test_config_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 0 tests/unit/test_config_fuzz.py
 
 # Benchmark tools (dlt, matplotlib, pyinstrument) live in their own venv, never in the service's.
 BENCH_VENV  := bench/.venv

@@ -29,7 +29,7 @@ From the Go service: stop it, then
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from flusher.app.settings_source import resolve_settings
+    from flusher.blocks.settings import resolve_settings
 
     return resolve_settings(args.config)  # as the flow does: downstream consumers may name Prefect blocks
 
@@ -138,7 +138,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_blocks(args: argparse.Namespace) -> int:
     """Create or update the Prefect blocks that hold the credentials from a config file."""
-    from flusher.blocks.register import save_blocks
+    from flusher.app.register_blocks import save_blocks
 
     for line in save_blocks(_settings(args), args.postgres_block, args.ducklake_block):
         print(line)

@@ -21,7 +21,7 @@ from uuid import UUID
 
 from flusher.app.deployment_spec import DeploymentSpec, effective_interval
 from flusher.app.health import HealthProbe, HealthServer
-from flusher.app.settings_source import CONFIG_ENV
+from flusher.blocks.settings import CONFIG_ENV
 from flusher.config import Settings
 from flusher.hot import make_pool
 
@@ -157,7 +157,7 @@ class FlusherService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         # The served runs' config_path is this file: the runs (subprocesses, this environment) may read it, and, as
-        # for a worker, no other file a run parameter names (flusher.app.settings_source.allowed_config_path).
+        # for a worker, no other file a run parameter names (flusher.blocks.settings.allowed_config_path).
         os.environ[CONFIG_ENV] = str(self.config_path.resolve())
         pool = make_pool(self.settings.postgres)
         try:

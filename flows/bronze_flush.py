@@ -19,9 +19,10 @@ from prefect.utilities.annotations import quote
 
 from flusher import cold_checkpoint
 from flusher.adoption import TakeoverRequired, lake_head
-from flusher.app.settings_source import resolve_settings
+from flusher.blocks.settings import resolve_settings
 from flusher.config import Settings
 from flusher.downstream import DownstreamBlocked
+from flusher.flows.run_context import started_from_deployment
 from flusher.hot import Mark, connect, ledger_columns, ledger_type_refusal
 from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables, unselected_tables
 from flusher.resources import RunResources
@@ -32,7 +33,6 @@ from flusher.tasks.delete import delete_flushed
 from flusher.tasks.flush import FlushOutcome, flush_table
 from flusher.tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
 from flusher.tasks.report import ProgressTracker, RunReport, emit_run_skipped, publish_report
-from flusher.tasks.run_context import started_from_deployment
 from flusher.tasks.vacuum import vacuum_tables
 from flusher.tasks.watermark import FlushLocked, mark_watermark
 

@@ -7,13 +7,13 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
 from flusher import failpoints
-from flusher.app.settings_source import resolve_settings
+from flusher.blocks.settings import resolve_settings
+from flusher.flows.run_context import started_from_deployment
 from flusher.hot import lock_key
 from flusher.lake import LakeSession
 from flusher.resources import RunResources
 from flusher.secrets import install_log_masking, mask_state, masked_errors
 from flusher.tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
-from flusher.tasks.run_context import started_from_deployment
 
 install_log_masking()  # every log line of a flow run is masked, whoever logs it
 

@@ -356,7 +356,7 @@ class DownstreamConsumer(_Section):
     """A reader of the hot buffer whose checkpoint (a ledger) rows must pass before they may leave PostgreSQL.
 
     Connection: a `dsn`, or `host`/`port`/`database`/`user`/`password`/`sslmode` (the Go service's form), or the name
-    of a prefect-sqlalchemy `block` (resolved into those fields before validation, by flusher.app.settings_source).
+    of a prefect-sqlalchemy `block` (resolved into those fields before validation, by flusher.blocks.settings).
     Checkpoint: `table` and `column` (read as max(column)), or a `query` returning one integer.
     """
 
@@ -430,7 +430,7 @@ class DownstreamConsumer(_Section):
         if self.dsn is not None:
             return psycopg.conninfo.make_conninfo(self.dsn.get_secret_value(), **extra)
         if self.block:
-            raise ConfigError(f"downstream block {self.block!r} was not resolved (use flusher.app.settings_source)")
+            raise ConfigError(f"downstream block {self.block!r} was not resolved (use flusher.blocks.settings)")
         return psycopg.conninfo.make_conninfo(
             host=self.host,
             port=self.port,
@@ -502,7 +502,7 @@ class Settings(_Section):
 # FLUSHER_* variables the project reads that are not settings: never reported as misspelled settings.
 OTHER_ENV = frozenset(
     {
-        "FLUSHER_CONFIG",  # the config file of a run that names none (flusher.app.settings_source)
+        "FLUSHER_CONFIG",  # the config file of a run that names none (flusher.blocks.settings)
         "FLUSHER_CONFIG_DIR",  # where a run's config_path may point
         "FLUSHER_FAILPOINTS",  # crash tests (flusher.failpoints)
         "FLUSHER_TEST_PG_URI",  # the test suite's PostgreSQL (tests/conftest.py)

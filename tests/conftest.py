@@ -31,6 +31,22 @@ from tests.helpers import HotEnv, S3Env, write_config  # noqa: E402
 PG_URI_ENV = "FLUSHER_TEST_PG_URI"
 
 
+# The three layers (README "Tests"), by folder. A unit or harness test may not use a server fixture.
+LAYERS = ("unit", "harness", "server")
+SERVER_FIXTURES = {"pg_admin_uri", "prefect_api", "s3", "hot", "ascii_hot"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        layer = next((part for part in item.path.parts[::-1] if part in LAYERS), "server")
+        item.add_marker(getattr(pytest.mark, layer))
+        used = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if layer != "server" and used:
+            raise pytest.UsageError(
+                f"{item.nodeid} is in tests/{layer} but uses {sorted(used)}: move it to tests/server"
+            )
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 

@@ -184,8 +184,8 @@ def test_serve_with_the_health_port_in_use_exits_2_naming_the_key(hot):
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_text_ledger_column_is_refused_by_name_in_dry_runs_and_takeover_plans_not_a_binder_error(hot):
-    """The flush refused it already (tests/test_tables_and_stuck_rows.py); the dry run crashed on `text <= smallint`
-    and the takeover plan showed DuckDB's raw Binder Error."""
+    """The flush refused it already (tests/server/test_tables_and_stuck_rows.py); the dry run crashed on
+    `text <= smallint` and the takeover plan showed DuckDB's raw Binder Error."""
     for schema in ("public", "audit"):
         hot.execute(f"ALTER TABLE {schema}.token_transfers_stream_v1 ALTER COLUMN ledger_sequence TYPE TEXT")
     hot.load(1, 12)

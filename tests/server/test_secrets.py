@@ -126,7 +126,7 @@ def test_a_file_that_is_not_a_config_is_not_echoed(tmp_path):
 
 
 def test_a_run_parameter_may_only_name_the_configured_file_or_a_file_in_the_config_dir(tmp_path):
-    from flusher.app.settings_source import allowed_config_path
+    from flusher.blocks.settings import allowed_config_path
 
     allowed_dir = tmp_path / "configs"
     allowed_dir.mkdir()

@@ -11,7 +11,7 @@ import pytest
 
 from flusher.lake import LakeSession
 from tests.helpers import ENABLED, flush, task_attempts
-from tests.test_timezones import ZONES
+from tests.server.test_timezones import ZONES
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -10,7 +10,7 @@ import yaml
 from flusher.config import ConfigError, load_settings, settings_from_mapping
 from flusher.registry import selected_tables
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "postgres": {"host": "db", "database": "stellar_hot", "user": "stellar", "password": "pw"},
     "ducklake": {"catalog_path": "host=db dbname=catalog user=stellar", "data_path": "s3://bronze/lake"},
@@ -432,7 +432,7 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
 
 
 def test_a_block_over_a_section_that_is_not_a_mapping_is_named():
-    from flusher.app.settings_source import with_block_section
+    from flusher.blocks.settings import with_block_section
 
     with pytest.raises(ConfigError, match="postgres: expected a mapping"):
         with_block_section({"postgres": 5}, "postgres", {"host": "h"}, "c.yaml")

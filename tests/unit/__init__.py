@@ -1,0 +1,1 @@
+"""Unit layer: no servers, no Prefect API; `make test-fast` runs it."""
