@@ -21,18 +21,20 @@ from flusher import cold_checkpoint
 from flusher.adoption import TakeoverRequired, lake_head
 from flusher.blocks.settings import resolve_settings
 from flusher.config import Settings
+from flusher.deletion import delete_flushed
 from flusher.downstream import DownstreamBlocked
+from flusher.flows.maintenance import run_maintenance
+from flusher.flows.publish import ProgressTracker, emit_run_skipped, publish_maintenance, publish_report
 from flusher.flows.run_context import started_from_deployment
 from flusher.hot import Mark, connect, ledger_columns, ledger_type_refusal
+from flusher.maintenance_report import MaintenanceRefused
 from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables, unselected_tables
+from flusher.report import FlushOutcome, RunReport
 from flusher.resources import RunResources
 from flusher.secrets import install_log_masking, mask_state, masked_errors
 from flusher.stuck import StuckRows, find_stuck_rows
 from flusher.takeover import go_checkpoint, plan_takeover, render_plan, takeover_floor
-from flusher.tasks.delete import delete_flushed
-from flusher.tasks.flush import FlushOutcome, flush_table
-from flusher.tasks.maintenance import MaintenanceRefused, publish_maintenance, run_maintenance
-from flusher.tasks.report import ProgressTracker, RunReport, emit_run_skipped, publish_report
+from flusher.tasks.flush import flush_table
 from flusher.tasks.vacuum import vacuum_tables
 from flusher.tasks.watermark import FlushLocked, mark_watermark
 
@@ -84,10 +86,11 @@ def delete_flushed_rows(
     first, as many at once as the pool has connections.
     """
     largest_first = sorted(flushed, key=lambda name: -(flushed[name][1] + flushed[name][2]))
+    logger = get_run_logger()
     with concurrent.futures.ThreadPoolExecutor(res.settings.postgres.pool_size, thread_name_prefix="delete") as pool:
         futures = {  # each in a copy of this run's context, so its log lines belong to the subflow run
             name: pool.submit(
-                contextvars.copy_context().run, delete_flushed, res, flushed[name][0], mark, *flushed[name][1:]
+                contextvars.copy_context().run, delete_flushed, res, flushed[name][0], mark, *flushed[name][1:], logger
             )
             for name in largest_first
         }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -17,6 +16,7 @@ from flusher.hot import DUCKDB_INTEGER_TYPES, Mark, ledger_type_refusal
 from flusher.lake import redact
 from flusher.reconcile import reconcile_for
 from flusher.registry import TableSpec
+from flusher.report import FlushOutcome
 from flusher.resources import RunResources
 from flusher.secrets import MaskedMessage
 from flusher.transfer import SchemaMismatch, copy_table
@@ -29,22 +29,6 @@ class TableFlushError(MaskedMessage, RuntimeError):
 class PermanentTableError(TableFlushError):
     """A table error that retrying cannot fix (missing table or column, a non-integer ledger column, a type the lake
     refuses): the task fails at its first attempt instead of waiting out its retries."""
-
-
-@dataclass(frozen=True)
-class FlushOutcome:
-    table: str
-    rows: int
-    lake_snapshot_id: int | None
-    seconds: float
-    undone_batches: int
-    added_columns: list[str]
-    already_in_lake: int = 0  # takeover: rows found in the lake already; deleted from PostgreSQL, not copied
-
-    @property
-    def rows_expected(self) -> int:
-        """Rows the delete must remove."""
-        return self.rows + self.already_in_lake
 
 
 def _check_hot_table(res: RunResources, spec: TableSpec) -> None:

@@ -1,43 +1,40 @@
 """DELETE: remove a flushed table's rows from PostgreSQL and confirm the batch, atomically.
 
-A plain function, called per table by the delete subflow on the connection pool, not a task run of its own: 19
-task runs cost the Prefect server ~0.45 CPU-s and the subflow ~0.16 s per run (measured at seed size), while each
-table's outcome already shows in the run's table artifact and in the subflow's log.
+Core, no Prefect: called per table by the delete subflow (flows/bronze_flush.py) on the connection pool, not as a
+task run of its own: 19 task runs cost the Prefect server ~0.45 CPU-s and the subflow ~0.16 s per run (measured at
+seed size), while each table's outcome already shows in the run's table artifact and in the subflow's log.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
 
 import psycopg
-from prefect import get_run_logger
 
 from flusher import failpoints
 from flusher.hot import DeleteMismatch, Mark, delete_at_snapshot
 from flusher.registry import TableSpec
+from flusher.report import DeleteOutcome
 from flusher.resources import RunResources
 
+_LOGGER = logging.getLogger(__name__)
 # The row changed or stayed locked after the flush read it: leave the batch unconfirmed; the next run re-flushes it.
 _RETRY_NEXT_RUN = (psycopg.errors.SerializationFailure, psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
 
 
-@dataclass(frozen=True)
-class DeleteOutcome:
-    table: str
-    rows: int
-    seconds: float
-    deferred: str | None = None  # why the delete was left to the next run
-
-
 def delete_flushed(
-    res: RunResources, spec: TableSpec, mark: Mark, rows_flushed: int, already_in_lake: int = 0
+    res: RunResources,
+    spec: TableSpec,
+    mark: Mark,
+    rows_flushed: int,
+    already_in_lake: int = 0,
+    logger: logging.Logger | logging.LoggerAdapter = _LOGGER,
 ) -> DeleteOutcome:
     """In one transaction on the flush's snapshot: DELETE rows <= watermark and mark the batch confirmed.
 
     The delete must match what the flush read: the rows it copied plus, in a takeover, those it found in the lake.
     """
-    logger = get_run_logger()
     started = time.perf_counter()
     with res.pool.connection() as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
