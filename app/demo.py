@@ -11,8 +11,13 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from flusher.config import load_settings
 from flusher.embedded import create_database, create_hot_schema, server_params, start_embedded_postgres
+from flusher.hot import connect
+from flusher.lake import LakeSession
 from flusher.registry import registry
+from flusher.status import render_status
+from flusher.synthetic import load_synthetic
 
 
 def _write_config(workdir: Path, params: dict[str, str]) -> Path:
@@ -42,8 +47,6 @@ def _write_config(workdir: Path, params: dict[str, str]) -> Path:
 
 
 def _load_hot(uri: str, ledgers: int) -> dict[str, int]:
-    from flusher.synthetic import load_synthetic
-
     tables = {t.name: t.ledger_column for t in registry().values()}
     with psycopg.connect(uri, autocommit=False) as conn:
         create_hot_schema(conn)
@@ -54,9 +57,6 @@ def _load_hot(uri: str, ledgers: int) -> dict[str, int]:
 
 
 def _lake_counts(config_path: Path) -> dict[str, int]:
-    from flusher.config import load_settings
-    from flusher.lake import LakeSession
-
     settings = load_settings(config_path)
     with LakeSession(settings, attach_hot=False) as lake:
         cur = lake.cursor()
@@ -86,6 +86,7 @@ def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
             f"in {time.perf_counter() - started:.1f}s"
         )
         config = _write_config(root, params)
+        # Imported here, not at the top: Prefect reads PREFECT_HOME and the server settings above when it loads.
         from flusher.flows.bronze_flush import bronze_flush
 
         started = time.perf_counter()
@@ -101,9 +102,6 @@ def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
 
 def _run_seconds(config: Path) -> float:
     """The last run's own duration, from the state table (without Prefect's server start-up)."""
-    from flusher.config import load_settings
-    from flusher.hot import connect
-
     settings = load_settings(config)
     with connect(settings.postgres) as conn:
         return conn.execute(
@@ -115,9 +113,6 @@ def _run_seconds(config: Path) -> float:
 
 
 def _result_table(config: Path, seconds: float) -> str:
-    from flusher.config import load_settings
-    from flusher.status import render_status
-
     lake = _lake_counts(config)
     status = render_status(load_settings(config))
     total = sum(lake.values())

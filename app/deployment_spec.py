@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +64,19 @@ def load_deployment(path: Path, name: str = DEPLOYMENT) -> DeploymentSpec:
     return spec
 
 
+def entrypoint_module(entrypoint: str) -> str:
+    """The installed module of an entrypoint's file: flows/bronze_flush.py:bronze_flush -> flusher.flows.bronze_flush.
+
+    The folders of the checkout are installed inside the `flusher` package (pyproject.toml), so this works from any
+    working directory, not only from the checkout's root.
+    """
+    path = entrypoint.partition(":")[0].removesuffix(".py")
+    return "flusher." + path.replace("/", ".")
+
+
 def entrypoint_flow(spec: DeploymentSpec):
     """The flow object an entrypoint like flows/bronze_flush.py:bronze_flush names."""
-    import importlib
-
-    module, _, name = spec.entrypoint.partition(":")
-    return getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
+    return getattr(importlib.import_module(entrypoint_module(spec.entrypoint)), spec.entrypoint.partition(":")[2])
 
 
 def _check_parameters(spec: DeploymentSpec) -> None:

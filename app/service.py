@@ -19,10 +19,23 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from flusher.app.deployment_spec import DeploymentSpec, effective_interval
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.runner import Runner
+
+from flusher.app.deployment_spec import DeploymentSpec, effective_interval, entrypoint_flow
 from flusher.app.health import HealthProbe, HealthServer
 from flusher.blocks.settings import CONFIG_ENV
 from flusher.config import Settings
+from flusher.flows.bronze_flush import bronze_flush
 from flusher.hot import make_pool
 
 log = logging.getLogger("postgres_ducklake_flusher.service")
@@ -32,8 +45,6 @@ class RunnerThread:
     """A Prefect Runner serving one deployment from its own event loop in a daemon thread."""
 
     def __init__(self, deployments: list[Any], name: str) -> None:
-        from prefect.runner import Runner
-
         self.runner = Runner(name=name, pause_on_shutdown=False)
         self.deployments = deployments
         self.deployment_id: UUID | None = None
@@ -82,17 +93,6 @@ class RunnerThread:
 
     def next_scheduled_run(self) -> datetime | None:
         """When the API has the deployment's next scheduled run."""
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            DeploymentFilter,
-            DeploymentFilterId,
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-        )
-        from prefect.client.schemas.objects import StateType
-        from prefect.client.schemas.sorting import FlowRunSort
-
         if self.deployment_id is None:
             return None
         with get_client(sync_client=True) as client:
@@ -109,9 +109,6 @@ class RunnerThread:
 
 def build_deployment(spec: DeploymentSpec, config_path: Path, interval_seconds: int | None = None) -> Any:
     """The RunnerDeployment of a prefect.yaml deployment, pointed at this config file."""
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig
-
-    from flusher.app.deployment_spec import entrypoint_flow
 
     interval = interval_seconds or spec.interval_seconds
     schedule: dict[str, Any] = {"interval": timedelta(seconds=interval)} if interval else {"cron": spec.cron}
@@ -202,7 +199,6 @@ class FlusherService:
             )
         runner.stop()
         log.info("Runner stopped; running the final flush")
-        from flusher.flows.bronze_flush import bronze_flush
 
         state = bronze_flush.with_options(flow_run_name="final-flush-on-shutdown")(
             config_path=str(self.config_path.resolve()), return_state=True

@@ -5,14 +5,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+import pgserver
 import psycopg
 from psycopg import sql
 
 
 def start_embedded_postgres(data_dir: Path, keep: bool = False):
     """Start (or reuse) a pgserver PostgreSQL in data_dir; returns the server (stopped on cleanup unless keep)."""
-    import pgserver
-
     return pgserver.get_server(str(data_dir), cleanup_mode=None if keep else "stop")
 
 

@@ -23,6 +23,8 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import psycopg.conninfo
+
 MASK = "********"
 MIN_LENGTH = 4  # a shorter secret is masked only where parsing finds it: replacing "ab" everywhere would garble text
 SECRET_KEYS = frozenset(
@@ -123,8 +125,6 @@ def remember_settings(settings: Any) -> Any:
 
 def _conninfo_passwords(text: str) -> list[str]:
     """The password(s) a connection string (keyword form or URI, percent-decoded) carries; [] if it is none."""
-    import psycopg.conninfo
-
     raw = text.strip()
     for prefix in ("ducklake:", "postgres:"):
         raw = raw.removeprefix(prefix)
@@ -145,8 +145,6 @@ def uri_userinfo_problem(dsn: str) -> str | None:
     """Why a postgresql:// URI's password would not reach the server as written (libpq reads an unencoded '/', '?',
     '#' or '@' in it as the end of the userinfo, so the rest becomes host, port or database, and error messages
     quote those), or None. Configuration validation refuses such a URI instead of using a piece of the password."""
-    import psycopg.conninfo
-
     raw = dsn.strip().removeprefix("ducklake:").removeprefix("postgres:")
     match = _SCHEME.match(raw)
     if not match or not match.group(0).lower().startswith("postgres"):
