@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -10,7 +11,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from flusher.config import ConfigError, Settings
+from flusher.config import CONFIG_ENV, ConfigError, Settings
 from flusher.registry import selected_tables
 from flusher.secrets import MaskingStream, install_log_masking, mask
 
@@ -178,18 +179,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(ledgers=args.ledgers, workdir=args.workdir)
 
 
+class RunNameFormatter(logging.Formatter):
+    """Log lines of a Prefect run say which run: `flush-trades_row_v1 | Finished in state Completed()`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+        record.run = f"{name} | " if name else ""
+        return super().format(record)
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("postgres-ducklake-flusher")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 for no cap, or a number of ledgers")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="postgres-ducklake-flusher", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help_: str, config: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=func.__doc__)
         if config:
             p.add_argument(
-                "--config", "-c", required=True, metavar="FILE", help="YAML config (see config.yaml.example)"
+                "--config",
+                "-c",
+                default=os.environ.get(CONFIG_ENV) or None,
+                metavar="FILE",
+                help=f"YAML config (see config.yaml.example); default: ${CONFIG_ENV}",
             )
         p.set_defaults(func=func)
         return p
@@ -197,7 +230,12 @@ def parser() -> argparse.ArgumentParser:
     flush = command("flush", cmd_flush, "run one flush now (exit 0 on success)")
     flush.add_argument("--tables", metavar="T1,T2", help="flush only these (known) tables")
     flush.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
-    flush.add_argument("--max-ledgers", type=int, metavar="N", help="flush at most N ledgers (catch-up in chunks)")
+    flush.add_argument(
+        "--max-ledgers",
+        type=non_negative_int,
+        metavar="N",
+        help="flush at most N ledgers (catch-up in chunks); 0: no cap",
+    )
     takeover = command("takeover", cmd_takeover, "first flush after the Go flusher: copy only what the lake lacks")
     takeover.add_argument("--dry-run", action="store_true", help="report what it would copy and delete; change nothing")
     maintain = command("maintain", cmd_maintain, "merge small files, expire old snapshots, delete freed files")
@@ -238,7 +276,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # never phone home from a data service
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow machines: no API URL set
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if "config" in args and not args.config:  # argparse's own way out: usage, the message, exit 2
+        cli.error(f"no configuration: pass --config FILE or set ${CONFIG_ENV}")
     # Whatever this process prints or logs (Prefect's console too) passes through the secret masking.
     install_log_masking()
     streams = sys.stdout, sys.stderr
@@ -250,9 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(RunNameFormatter("%(asctime)s %(levelname)s %(run)s%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("httpx", "httpcore", "pgserver", "docket"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -72,7 +74,13 @@ def run_demo(ledgers: int = 3000, workdir: str | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Without PREFECT_API_URL Prefect starts a temporary local server; give it time on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    print(f"demo folder: {root}")
+    if keep:
+        print(f"demo folder: {root} (kept)")
+    else:
+        # Removed when the process exits: after Prefect's temporary server, which keeps its database in this folder,
+        # has stopped (atexit runs handlers last-registered first, and Prefect registers its own later, at start).
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        print(f"demo folder: {root} (removed at exit; --workdir DIR keeps it)")
     server = start_embedded_postgres(root / "pg", keep=keep)
     try:
         params = server_params(server.get_uri())

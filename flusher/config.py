@@ -27,6 +27,7 @@ from pydantic.fields import FieldInfo
 from flusher import secrets
 
 ENV_PREFIX = "FLUSHER_"
+CONFIG_ENV = "FLUSHER_CONFIG"  # the config file of a run or a command that names none
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Upper bounds, so a value that validates also works where it goes: PostgreSQL's timeouts are int milliseconds,
 # DuckDB's and PostgreSQL's counters int32/int64, and a retention is subtracted from today's date.
@@ -502,7 +503,7 @@ class Settings(_Section):
 # FLUSHER_* variables the project reads that are not settings: never reported as misspelled settings.
 OTHER_ENV = frozenset(
     {
-        "FLUSHER_CONFIG",  # the config file of a run that names none (flusher.blocks.settings)
+        CONFIG_ENV,
         "FLUSHER_CONFIG_DIR",  # where a run's config_path may point
         "FLUSHER_FAILPOINTS",  # crash tests (flusher.failpoints)
         "FLUSHER_TEST_PG_URI",  # the test suite's PostgreSQL (tests/conftest.py)
