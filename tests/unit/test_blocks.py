@@ -40,6 +40,8 @@ def test_every_block_field_is_a_setting_with_its_description_and_default():
         assert field.is_required() == source.is_required(), name
         if not source.is_required():
             assert field.default == source.default, name
+        if "SecretStr" in str(source.annotation):  # masked in the UI and the API, as in the settings
+            assert "SecretStr" in str(field.annotation), f"block field {name} must be a SecretStr"
 
 
 def test_every_lake_setting_is_on_the_block_or_excluded_with_a_reason():
