@@ -56,7 +56,7 @@ class DuckLakeBronze(Block):
         print(settings.data_path, settings.describe_catalog())
 
         with ducklake_bronze.open_lake(PostgresSettings(database="hot")) as lake:
-            print(lake.cursor().execute(f"SELECT count(*) FROM {lake.table('ledgers')}").fetchone())
+            print(lake.cursor().execute(f"SELECT count(*) FROM {lake.table('ledgers_row_v2')}").fetchone())
         ```
     """
 

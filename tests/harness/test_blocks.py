@@ -77,7 +77,7 @@ def test_the_blocks_command_saves_blocks_a_run_resolves_to_the_same_settings(tmp
     assert resolved.vacuum.enabled is False
 
 
-def test_the_block_wins_for_where_the_lake_is_and_the_file_keeps_its_tuning(tmp_path):
+def test_the_block_wins_for_where_the_lake_is_and_the_file_keeps_its_tuning(tmp_path, monkeypatch):
     a_lake_block(schema_name="bronze_b").save("harness-lake-3", overwrite=True)
     config = tmp_path / "c.yaml"
     file_catalog = "host=file-db dbname=other user=x password=pw-in-the-file"
@@ -98,6 +98,9 @@ def test_the_block_wins_for_where_the_lake_is_and_the_file_keeps_its_tuning(tmp_
     assert lake.catalog_path.get_secret_value() == CATALOG
     assert (lake.data_path, lake.schema_name) == ("s3://bronze/lake/", "bronze_b")
     assert (lake.memory_limit, lake.threads) == ("1GB", 2)
+
+    monkeypatch.setenv("FLUSHER_DUCKLAKE_AWS_REGION", "eu-central-003")  # the environment still wins over both
+    assert resolve_settings(str(config), ducklake_block="harness-lake-3").ducklake.aws_region == "eu-central-003"
 
 
 def test_a_bad_value_in_a_saved_block_is_refused_naming_the_block_never_its_secret(tmp_path):
