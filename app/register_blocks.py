@@ -22,9 +22,7 @@ def save_blocks(settings: Settings, postgres_block: str, ducklake_block: str) ->
         )
     ).save(postgres_block, overwrite=True)
     lake = settings.ducklake
-    DuckLakeBronze(**lake.model_dump(include=set(DuckLakeBronze.model_fields) & set(type(lake).model_fields))).save(
-        ducklake_block, overwrite=True
-    )
+    DuckLakeBronze.from_settings(lake).save(ducklake_block, overwrite=True)
     return [
         f"saved sqlalchemy-connector/{postgres_block} ({pg.describe()})",
         f"saved ducklake-bronze/{ducklake_block} (data path {lake.data_path})",

@@ -54,9 +54,14 @@ def postgres_from_connector(name: str) -> dict[str, Any]:
 
 
 def ducklake_from_block(name: str) -> dict[str, Any]:
-    from flusher.blocks.ducklake import DuckLakeBronze
+    """The `ducklake` keys a DuckLakeBronze block holds, from its validated settings (secrets stay SecretStr).
 
-    return DuckLakeBronze.load(name).as_settings()
+    Only the block's own fields: the file's tuning keys (memory_limit, threads, ...) stay as the file sets them.
+    """
+    from flusher.blocks.ducklake import DuckLakeBronze  # here: DuckDB and Prefect load only when a block is named
+
+    block = DuckLakeBronze.load(name)
+    return block.get_settings().model_dump(include=set(block.lake_fields()), exclude_none=True)
 
 
 def _consumer_from_block(entry: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import psycopg.conninfo
 import yaml
@@ -162,17 +162,24 @@ class PostgresSettings(_Section):
 
 
 class DuckLakeSettings(_Section):
+    # The descriptions are also the DuckLake Bronze block's (flusher.blocks.ducklake): one text, in the UI and here.
     catalog_path: SecretStr = Field(description="PostgreSQL catalog: libpq 'host=... dbname=...' or postgresql:// URI.")
     data_path: str = Field(description="Where Parquet files go: a local folder or s3://bucket/prefix/.")
-    catalog_name: Identifier = "bronze_catalog"
-    schema_name: Identifier = "bronze"
-    metadata_schema: Identifier = "bronze_meta"
-    aws_access_key_id: SecretStr | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_region: str | None = None
+    catalog_name: Identifier = Field("bronze_catalog", description="Alias of the attached lake inside DuckDB.")
+    schema_name: Identifier = Field("bronze", description="Schema of the Bronze tables in the lake.")
+    metadata_schema: Identifier = Field(
+        "bronze_meta", description="PostgreSQL schema of DuckLake's own catalog tables (METADATA_SCHEMA)."
+    )
+    aws_access_key_id: SecretStr | None = Field(None, description="S3/B2/MinIO key id (for an s3:// data path).")
+    aws_secret_access_key: SecretStr | None = Field(
+        None, description="S3/B2/MinIO secret key (for an s3:// data path)."
+    )
+    aws_region: str | None = Field(None, description="S3 region, e.g. us-east-1, or us-west-004 for B2.")
     aws_endpoint: str | None = Field(None, description="host[:port] of an S3-compatible service (B2, MinIO).")
-    aws_url_style: Literal["vhost", "path"] = "vhost"
-    aws_use_ssl: bool = True
+    aws_url_style: Literal["vhost", "path"] = Field(
+        "vhost", description="S3 addressing: vhost (AWS, B2) or path (MinIO)."
+    )
+    aws_use_ssl: bool = Field(True, description="HTTPS to the S3 endpoint; false only for a plain-HTTP MinIO.")
     threads: int | None = Field(
         None,
         ge=1,
@@ -702,6 +709,7 @@ def _apply_downstream_env(
 
 
 _SECRET_KEYS = {"password", "catalog_path", "aws_access_key_id", "aws_secret_access_key", "dsn"}
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 def _explain(exc: ValidationError, source: str, origins: Mapping[_Loc, str] | None = None) -> ConfigError:
@@ -758,6 +766,18 @@ def settings_from_mapping(raw: Any, source: str = "config", environ: Mapping[str
         return secrets.remember_settings(Settings.model_validate(overlay.merged))
     except ValidationError as exc:
         raise _explain(exc, source + (" and the environment" if overlay.origins else ""), overlay.origins) from None
+
+
+def validate_section(model: type[SectionT], values: Mapping[str, Any], source: str) -> SectionT:
+    """One section (e.g. DuckLakeSettings) validated on its own, or a ConfigError naming `source` and each refused key.
+
+    Its secret values are remembered first, so that no message shows them, not even one refusing them.
+    """
+    secrets.remember_mapping(values)
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:

@@ -96,6 +96,8 @@ def _secret_values(raw: Any) -> Iterator[str]:
         for key, value in raw.items():
             if isinstance(key, str) and key.lower() in SECRET_KEYS and isinstance(value, str):
                 yield value
+            elif isinstance(key, str) and key.lower() in SECRET_KEYS and hasattr(value, "get_secret_value"):
+                yield value.get_secret_value()  # a pydantic SecretStr (a block's field)
             else:
                 yield from _secret_values(value)
     elif isinstance(raw, list):
