@@ -1,5 +1,5 @@
-"""Prefect blocks that hold the flusher's credentials."""
+"""Prefect blocks that hold the flusher's credentials (ducklake.py), and a run's settings from blocks (settings.py).
 
-from flusher.blocks.ducklake import DuckLakeBronze
-
-__all__ = ["DuckLakeBronze"]
+Nothing is imported here: `flusher.blocks.settings` is imported by every command, and Prefect and DuckDB load only
+when a block is used. Register the block type with `prefect block register -m flusher.blocks.ducklake`.
+"""

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flusher.config import ConfigError, Settings, load_settings, read_config_file, settings_from_mapping
+from flusher.config import CONFIG_ENV, ConfigError, Settings, load_settings, read_config_file, settings_from_mapping
 
-CONFIG_ENV = "FLUSHER_CONFIG"
 # Folders (os.pathsep-separated) whose files a deployment run's config_path parameter may name, besides $FLUSHER_CONFIG.
 CONFIG_DIR_ENV = "FLUSHER_CONFIG_DIR"
 
@@ -42,7 +41,7 @@ def allowed_config_path(path: str, environ: dict[str, str] | None = None) -> Pat
 
 def postgres_from_connector(name: str) -> dict[str, Any]:
     """The `postgres` section from a prefect-sqlalchemy SqlAlchemyConnector block."""
-    from prefect_sqlalchemy import SqlAlchemyConnector
+    from prefect_sqlalchemy import SqlAlchemyConnector  # here: Prefect loads only when a block is named
 
     info = SqlAlchemyConnector.load(name).connection_info
     if isinstance(info, str) or not hasattr(info, "host"):

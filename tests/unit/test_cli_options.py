@@ -55,3 +55,13 @@ def test_log_lines_of_a_run_name_the_run():
     assert formatter.format(record) == "INFO flush-trades_row_v1 | Finished in state ok"
     del record.task_run_name
     assert formatter.format(record) == "INFO brave-fox | Finished in state ok"
+
+
+def test_the_command_line_and_settings_resolution_load_neither_prefect_nor_duckdb():
+    """--help, a configuration error and `status` answer fast: Prefect (~2 s) and DuckDB load only when used."""
+    code = (
+        "import sys, flusher.app.cli, flusher.blocks.settings; print(sorted({'prefect', 'duckdb'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
