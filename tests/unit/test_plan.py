@@ -90,3 +90,13 @@ def test_the_plan_is_frozen():
         plan.parallelism.flush = 9  # type: ignore[misc]
     with pytest.raises(TypeError):
         plan.tables["other"] = plan.table("ledgers_row_v2")  # type: ignore[index]
+
+
+def test_the_default_selection_skips_known_tables_missing_from_the_hot_buffer():
+    from flusher.registry import skip_missing
+
+    specs = _specs("ledgers_row_v2", "transactions_row_v2", "operations_row_v2")
+    kept, missing = skip_missing(specs, {"ledgers_row_v2", "operations_row_v2"}, default=True)
+    assert [s.name for s in kept] == ["ledgers_row_v2", "operations_row_v2"] and missing == ["transactions_row_v2"]
+    kept, missing = skip_missing(specs, {"ledgers_row_v2"}, default=False)
+    assert kept == specs and missing == [], "a table someone named stays, so its flush fails when it is missing"
