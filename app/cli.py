@@ -95,7 +95,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from flusher import cold_checkpoint
     from flusher.hot import ledger_columns, make_pool
     from flusher.lake import LakeSession
-    from flusher.registry import is_default_selection, unselected_tables
+    from flusher.registry import is_default_selection, skip_missing, unselected_tables
     from flusher.state import StateStore
     from flusher.stuck import find_stuck_rows
 
@@ -112,10 +112,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         with pool.connection() as conn:
             present = ledger_columns(conn, schema, {s.name: s.ledger_column for s in specs})
             stuck = find_stuck_rows(conn, schema, specs, unselected, state.last_watermark())
-    missing = [s.name for s in specs if s.name not in present]
-    if is_default_selection(settings.flush) and missing:  # flushed once they appear; no lake table needed before
+    specs, missing = skip_missing(specs, present, is_default_selection(settings.flush))
+    if missing:  # flushed once they appear; no lake table needed before
         print(f"not in the hot buffer {schema}, so not flushed: {', '.join(missing)}")
-        specs = [s for s in specs if s.name in present]
     names = [t.name for t in specs]
     with LakeSession(settings, attach_hot=False) as lake:
         created = lake.ensure_tables(names)

@@ -30,6 +30,7 @@ from flusher.downstream import ConsumerReading, read_all
 from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE, selected_tables, unselected_tables
 from flusher.secrets import mask, mask_any, remember_settings
 from flusher.state import StateStore, StateSummary
+from flusher.statuses import RunStatus
 from flusher.stuck import StuckRows, find_stuck_rows
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class HealthProbe:
         service = self.settings.service
         reasons = list(snap.problems) + snap.stuck.reasons()
         limit = service.unhealthy_after_failures
-        if len(snap.recent) >= limit and all(s != "completed" for s in snap.recent):
+        if len(snap.recent) >= limit and all(s != RunStatus.COMPLETED for s in snap.recent):
             reasons.append(f"the last {limit} flushes failed")
         lag = snap.lag
         if lag is not None and lag > service.max_lag_ledgers:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from flusher.statuses import BatchStatus
+
 TABLE = "cold_flusher_checkpoint"
 
 # The Go service's DDL and first row, word for word (so an existing table is reused as it is).
@@ -27,7 +29,7 @@ _FIRST_ROW = "INSERT INTO {t} (id, last_flushed_watermark) VALUES (1, 0) ON CONF
 _CONFIRMED_FLOOR = """
 SELECT CASE WHEN bool_and(w IS NOT NULL) THEN min(w) END FROM (
     SELECT (SELECT max(b.watermark) FROM {state}.table_batches b
-            WHERE b.table_name = t.name AND (b.status = 'confirmed' OR EXISTS (
+            WHERE b.table_name = t.name AND (b.status = {confirmed} OR EXISTS (
                 SELECT 1 FROM {state}.confirmed_batches c WHERE c.batch_id = b.batch_id AND c.table_name = b.table_name
             ))) AS w
     FROM unnest(%s::text[]) AS t(name)
@@ -60,7 +62,12 @@ def confirmed_floor(conn: psycopg.Connection, state_schema: str, tables: list[st
     """The highest W at which every table in `tables` has all its rows at or below W in the lake (None: not yet)."""
     if not tables:
         return None
-    return conn.execute(sql.SQL(_CONFIRMED_FLOOR).format(state=sql.Identifier(state_schema)), (tables,)).fetchone()[0]
+    return conn.execute(
+        sql.SQL(_CONFIRMED_FLOOR).format(
+            state=sql.Identifier(state_schema), confirmed=sql.Literal(str(BatchStatus.CONFIRMED))
+        ),
+        (tables,),
+    ).fetchone()[0]
 
 
 def advance(

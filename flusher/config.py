@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from flusher import secrets
+from flusher.storage import StorageKind, storage_kind
 
 ENV_PREFIX = "FLUSHER_"
 CONFIG_ENV = "FLUSHER_CONFIG"  # the config file of a run or a command that names none
@@ -235,13 +236,17 @@ class DuckLakeSettings(_Section):
     def _data_path_usable(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("is empty; give a local folder or s3://bucket/prefix/")
-        if "://" in value and not value.startswith(("s3://", "r2://", "gcs://", "gs://")):
-            raise ValueError(f"{value!r} has an unsupported scheme; use a local folder or s3://bucket/prefix/")
+        storage_kind(value)  # raises UnsupportedStorage (a ValueError) for a scheme other than s3://
         return value if value.endswith("/") else value + "/"
 
     @property
+    def storage(self) -> StorageKind:
+        """Local folder or S3-compatible object store (validation refused anything else)."""
+        return storage_kind(self.data_path)
+
+    @property
     def is_remote(self) -> bool:
-        return "://" in self.data_path
+        return self.storage.remote
 
     def catalog_conninfo(self) -> str:
         """The catalog's connection string with the flusher's session settings (its own `options` kept, ours last).

@@ -11,12 +11,14 @@ import logging
 import time
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from flusher import failpoints
+from flusher.config import PostgresSettings
 from flusher.hot import DeleteMismatch, Mark, delete_at_snapshot
 from flusher.registry import TableSpec
 from flusher.report import DeleteOutcome
-from flusher.resources import RunResources
+from flusher.state import StateStore
 
 _LOGGER = logging.getLogger(__name__)
 # The row changed or stayed locked after the flush read it: leave the batch unconfirmed; the next run re-flushes it.
@@ -24,7 +26,9 @@ _RETRY_NEXT_RUN = (psycopg.errors.SerializationFailure, psycopg.errors.LockNotAv
 
 
 def delete_flushed(
-    res: RunResources,
+    pool: ConnectionPool,
+    state: StateStore,
+    postgres: PostgresSettings,
     spec: TableSpec,
     mark: Mark,
     rows_flushed: int,
@@ -36,12 +40,10 @@ def delete_flushed(
     The delete must match what the flush read: the rows it copied plus, in a takeover, those it found in the lake.
     """
     started = time.perf_counter()
-    with res.pool.connection() as conn:
+    with pool.connection() as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         try:
-            deleted = delete_at_snapshot(
-                conn, res.settings.postgres, spec.name, spec.ledger_column, mark.watermark, mark.snapshot
-            )
+            deleted = delete_at_snapshot(conn, postgres, spec.name, spec.ledger_column, mark.watermark, mark.snapshot)
             if deleted != rows_flushed + already_in_lake:
                 found = f" and found {already_in_lake} already in the lake" if already_in_lake else ""
                 raise DeleteMismatch(
@@ -49,7 +51,7 @@ def delete_flushed(
                     "rolled back"
                 )
             failpoints.hit("in_delete", spec.name)
-            res.state.confirm(conn, mark.batch_id, spec.name, deleted, time.perf_counter() - started)
+            state.confirm(conn, mark.batch_id, spec.name, deleted, time.perf_counter() - started)
             conn.execute("COMMIT")
         except _RETRY_NEXT_RUN as exc:
             conn.execute("ROLLBACK")
@@ -65,7 +67,7 @@ def delete_flushed(
                 conn.execute("ROLLBACK")
             raise
     failpoints.hit("after_delete", spec.name)
-    res.state.reconcile_one(mark.batch_id, spec.name)
+    state.reconcile_one(mark.batch_id, spec.name)
     seconds = time.perf_counter() - started
     logger.info("Deleted %s rows from %s in PostgreSQL in %.2fs", deleted, spec.name, seconds)
     return DeleteOutcome(spec.name, deleted, seconds)

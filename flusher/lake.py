@@ -13,6 +13,7 @@ from flusher.config import Settings, default_threads, sentence
 from flusher.extensions import load_extensions
 from flusher.quoting import qualified, quote_ident, quote_literal
 from flusher.secrets import MaskedMessage, mask, remember_settings
+from flusher.storage import StorageKind
 
 HOT = "hot"  # alias of the attached hot-buffer database inside DuckDB
 COMMIT_AUTHOR = "postgres-ducklake-flusher"
@@ -62,13 +63,15 @@ def connect_duckdb(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection
 class LakeSession:
     """A DuckDB database with `hot` (PostgreSQL, read-only) and the lake attached; one cursor per thread of work."""
 
-    def __init__(self, settings: Settings, attach_hot: bool = True, queries_at_once: int = 1) -> None:
-        """`queries_at_once`: how many threads will run queries at the same time (sets the default DuckDB threads)."""
+    def __init__(self, settings: Settings, attach_hot: bool = True, threads: int | None = None) -> None:
+        """`threads`: DuckDB's threads, as a flush run's plan resolved them (flusher.plan.Parallelism); by default
+        ducklake.threads, else every core (one query at a time)."""
         self.settings = remember_settings(settings)  # however it was made, its secrets are masked from now on
         self.lake = settings.ducklake.catalog_name
         self.schema = settings.ducklake.schema_name
         self._lock = threading.Lock()
-        threads = settings.ducklake.threads or default_threads(queries_at_once)
+        if threads is None:
+            threads = settings.ducklake.threads or default_threads(1)
         self._db = connect_duckdb(threads, settings.ducklake.memory_limit)
         try:
             load_extensions(self._db, _extensions_for(settings))
@@ -117,7 +120,7 @@ class LakeSession:
 
     def _create_s3_secret(self) -> None:
         lake = self.settings.ducklake
-        if not lake.data_path.startswith("s3://"):
+        if lake.storage is not StorageKind.S3:
             return
         options = {"TYPE": "s3", "URL_STYLE": lake.aws_url_style, "USE_SSL": lake.aws_use_ssl}
         for key, value in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -62,6 +63,15 @@ def is_default_selection(flush: FlushSettings, only: list[str] | None = None) ->
     (flush.tables or a run's `tables`) that is missing fails, as a typo or a dropped table should.
     """
     return flush.tables is None and not only
+
+
+def skip_missing(specs: list[TableSpec], present: Collection[str], default: bool) -> tuple[list[TableSpec], list[str]]:
+    """The tables to flush, and the names skipped: in the default selection (is_default_selection), known tables
+    missing from the hot buffer (not in `present`) are skipped, flushed once they appear; a table someone named
+    stays, and fails when missing, as it should."""
+    if not default:
+        return specs, []
+    return [s for s in specs if s.name in present], [s.name for s in specs if s.name not in present]
 
 
 def selected_tables(flush: FlushSettings, only: list[str] | None = None) -> list[TableSpec]:

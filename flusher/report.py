@@ -10,6 +10,7 @@ from typing import Any
 
 from flusher.hot import Mark
 from flusher.registry import TableSpec
+from flusher.statuses import LineStatus
 from flusher.stuck import StuckRows
 
 
@@ -40,7 +41,7 @@ class DeleteOutcome:
 @dataclass
 class TableLine:
     table: str
-    status: str  # flushed | empty | failed | deferred
+    status: LineStatus
     rows_flushed: int = 0
     rows_deleted: int = 0
     flush_seconds: float = 0.0
@@ -71,21 +72,21 @@ class RunReport:
         for spec in specs:
             outcome, error = flushes[spec.name]
             if outcome is None:
-                lines.append(TableLine(spec.name, "failed", error=error))
+                lines.append(TableLine(spec.name, LineStatus.FAILED, error=error))
                 continue
             moved = outcome.rows or outcome.already_in_lake  # a takeover may only delete rows the lake holds
             line = TableLine(
                 spec.name,
-                "flushed" if moved else "empty",
+                LineStatus.FLUSHED if moved else LineStatus.EMPTY,
                 outcome.rows,
                 flush_seconds=outcome.seconds,
                 lake_snapshot_id=outcome.lake_snapshot_id,
             )
             deleted, delete_error = deletes.get(spec.name, (None, None))
             if delete_error:
-                line.status, line.error = "failed", f"delete failed: {delete_error}"
+                line.status, line.error = LineStatus.FAILED, f"delete failed: {delete_error}"
             elif deleted is not None and deleted.deferred:
-                line.status, line.error = "deferred", f"delete left for the next run: {deleted.deferred}"
+                line.status, line.error = LineStatus.DEFERRED, f"delete left for the next run: {deleted.deferred}"
             elif deleted is not None:
                 line.rows_deleted, line.delete_seconds = deleted.rows, deleted.seconds
             lines.append(line)
@@ -93,11 +94,11 @@ class RunReport:
 
     @property
     def failed_tables(self) -> list[TableLine]:
-        return [line for line in self.lines if line.status == "failed"]
+        return [line for line in self.lines if line.status is LineStatus.FAILED]
 
     @property
     def rows_flushed(self) -> int:
-        return sum(line.rows_flushed for line in self.lines if line.status == "flushed")
+        return sum(line.rows_flushed for line in self.lines if line.status is LineStatus.FLUSHED)
 
     @property
     def rows_deleted(self) -> int:
@@ -120,7 +121,7 @@ class RunReport:
         return [
             {
                 "table": line.table,
-                "status": line.status,
+                "status": line.status.value,
                 "rows_flushed": line.rows_flushed,
                 "rows_deleted": line.rows_deleted,
                 "flush_seconds": round(line.flush_seconds, 3),

@@ -1,4 +1,7 @@
-"""Everything one run holds open: settings, the connection pool, state, the control session and the lake."""
+"""What one run holds open (the connection pool, state, the control session, the lake), opened and closed in one place.
+
+The run's tasks never take this: they get the pieces they use and the run plan (flusher/plan.py).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import ConnectionPool
 
-from flusher.adoption import check_lake, label_owner
 from flusher.config import Settings
 from flusher.hot import ControlSession, make_pool, table_bytes, unconstrained_numeric_columns
-from flusher.lake import HOT, Column, LakeSession
+from flusher.lake import HOT, LakeSession
+from flusher.plan import Parallelism, RunPlan, build_run_plan
+from flusher.registry import TableSpec
 from flusher.state import StateStore
-from flusher.transfer import LabelOwner
 
 
 @dataclass
@@ -21,12 +24,9 @@ class RunResources:
     pool: ConnectionPool
     state: StateStore
     control: ControlSession
-    lake: LakeSession | None = None
-    hot_columns: dict[str, list[Column]] = field(default_factory=dict)
-    lake_columns: dict[str, list[Column]] = field(default_factory=dict)
-    hot_bytes: dict[str, int] = field(default_factory=dict)
+    parallelism: Parallelism
+    _lake: LakeSession | None = field(default=None, init=False, repr=False)
     _attaching: concurrent.futures.Future[LakeSession] | None = field(default=None, init=False, repr=False)
-    _owner: LabelOwner | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> RunResources:
@@ -35,7 +35,7 @@ class RunResources:
         try:
             state = StateStore(pool, settings.flush.state_schema)
             state.ensure()
-            return cls(settings, pool, state, ControlSession(settings.postgres))
+            return cls(settings, pool, state, ControlSession(settings.postgres), Parallelism.from_settings(settings))
         except BaseException:
             pool.close()
             raise
@@ -50,44 +50,31 @@ class RunResources:
         self._attaching = pool.submit(self._new_lake_session)
         pool.shutdown(wait=False)  # its one thread ends with the attach
 
-    def open_lake(self, tables: list[str]) -> LakeSession:
-        """Attach the lake, create missing Bronze tables, and read both sides' columns once for the run."""
+    def open_lake(self, specs: list[TableSpec]) -> tuple[LakeSession, RunPlan]:
+        """Attach the lake, create missing Bronze tables, read both sides' columns and the hot sizes once, and plan."""
         attaching, self._attaching = self._attaching, None
-        self.lake = attaching.result() if attaching is not None else self._new_lake_session()
-        self.lake.ensure_tables(tables)
+        lake = self._lake = attaching.result() if attaching is not None else self._new_lake_session()
+        tables = [s.name for s in specs]
+        lake.ensure_tables(tables)
         schema = self.settings.postgres.schema_name
-        self.hot_columns = self.lake.columns_by_table(HOT, schema)
+        hot_columns = lake.columns_by_table(HOT, schema)
         with self.pool.connection() as conn:
-            lossy = unconstrained_numeric_columns(conn, schema, tables)
-            self.hot_bytes = table_bytes(conn, schema, tables)
-        for table, columns in self.hot_columns.items():  # DuckDB shows these as DOUBLE; mark them for refusal
-            self.hot_columns[table] = [Column(c.name, "NUMERIC") if (table, c.name) in lossy else c for c in columns]
-        self.lake_columns = self.lake.columns_by_table(self.lake.lake, self.lake.schema)
-        return self.lake
-
-    def check_lake_ownership(self) -> None:
-        """Refuse (TakeoverRequired) unless this state provably owns our commits in the lake; adopt an empty lake."""
-        assert self.lake is not None, "open the lake first"
-        self._owner = label_owner(check_lake(self.state, self.lake))
-
-    def label_owner(self) -> LabelOwner:
-        """Whose lake commits this run labels and may undo (read once per run)."""
-        if self._owner is None:
-            self._owner = label_owner(self.state.identity())
-        return self._owner
+            lossy = unconstrained_numeric_columns(conn, schema, tables)  # DuckDB shows these as DOUBLE
+            hot_bytes = table_bytes(conn, schema, tables)
+        lake_columns = lake.columns_by_table(lake.lake, lake.schema)
+        plan = build_run_plan(
+            self.parallelism, self.settings.ducklake.storage, specs, hot_columns, lake_columns, hot_bytes, lossy
+        )
+        return lake, plan
 
     def _new_lake_session(self) -> LakeSession:
-        return LakeSession(self.settings, queries_at_once=self.settings.flush.concurrency)
-
-    def largest_first(self, names: list[str]) -> list[str]:
-        """Tables ordered by hot size, largest first: started first, the long copies do not end the run alone."""
-        return sorted(names, key=lambda name: -self.hot_bytes.get(name, 0))
+        return LakeSession(self.settings, threads=self.parallelism.duckdb_threads)
 
     def close(self) -> None:
         if self._attaching is not None and self._attaching.exception() is None:  # attached, then never used
             self._attaching.result().close()
-        if self.lake is not None:
-            self.lake.close()
+        if self._lake is not None:
+            self._lake.close()
         self.control.close()
         self.pool.close()
 

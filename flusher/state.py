@@ -12,7 +12,14 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-OPEN_STATUSES = ("pending", "committed", "failed")
+from flusher.statuses import OPEN_BATCH_STATUSES, BatchStatus, RunStatus
+
+# Status values the SQL below names ({batch_confirmed}, {run_completed}, ...), inlined as literals: the statements
+# the server sees stay exactly as written before (the partial index table_batches_open matches on them).
+_STATUS_SQL = {
+    **{f"batch_{s.name.lower()}": sql.Literal(str(s)) for s in BatchStatus},
+    **{f"run_{s.name.lower()}": sql.Literal(str(s)) for s in RunStatus},
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class StateStore:
         self._state_id: str | None = None
 
     def _q(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(schema=self.schema)
+        return sql.SQL(text).format(schema=self.schema, **_STATUS_SQL)
 
     def _execute(self, query: str | sql.Composable, params: tuple | dict = ()) -> list[tuple]:
         with self.pool.connection() as conn:
@@ -148,9 +155,9 @@ class StateStore:
         return {(r[0], r[1]) for r in rows}
 
     _RECONCILE = (
-        "UPDATE {schema}.table_batches b SET status = 'confirmed', rows_deleted = c.rows_deleted, "
+        "UPDATE {schema}.table_batches b SET status = {batch_confirmed}, rows_deleted = c.rows_deleted, "
         "delete_seconds = c.delete_seconds, error = NULL, updated_at = now() FROM {schema}.confirmed_batches c "
-        "WHERE c.batch_id = b.batch_id AND c.table_name = b.table_name AND b.status <> 'confirmed'"
+        "WHERE c.batch_id = b.batch_id AND c.table_name = b.table_name AND b.status <> {batch_confirmed}"
     )
 
     def reconcile(self) -> None:
@@ -165,8 +172,8 @@ class StateStore:
         """Open a run (the caller holds the flusher lock, so any run still 'running' died) and return its batch id."""
         self.reconcile()
         self._execute(
-            "UPDATE {schema}.runs SET status = 'abandoned', finished_at = now(), "
-            "message = 'the process stopped before the run finished' WHERE status = 'running'"
+            "UPDATE {schema}.runs SET status = {run_abandoned}, finished_at = now(), "
+            "message = 'the process stopped before the run finished' WHERE status = {run_running}"
         )
         return self._execute("INSERT INTO {schema}.runs (flow_run_id) VALUES (%s) RETURNING batch_id", (flow_run_id,))[
             0
@@ -174,7 +181,7 @@ class StateStore:
 
     def last_watermark(self) -> int | None:
         """The highest watermark any table was confirmed at."""
-        return self._execute("SELECT max(watermark) FROM {schema}.table_batches WHERE status = 'confirmed'")[0][0]
+        return self._execute("SELECT max(watermark) FROM {schema}.table_batches WHERE status = {batch_confirmed}")[0][0]
 
     def open_batches(self, table: str) -> list[int]:
         """Batches of `table` whose lake commit (if any) was never confirmed by a delete."""
@@ -182,7 +189,7 @@ class StateStore:
             "SELECT batch_id FROM {schema}.table_batches b WHERE table_name = %s AND status = ANY(%s) "
             "AND NOT EXISTS (SELECT 1 FROM {schema}.confirmed_batches c "
             "  WHERE c.batch_id = b.batch_id AND c.table_name = b.table_name) ORDER BY batch_id",
-            (table, list(OPEN_STATUSES)),
+            (table, [str(s) for s in OPEN_BATCH_STATUSES]),
         )
         return [r[0] for r in rows]
 
@@ -190,8 +197,9 @@ class StateStore:
         """Note that the table's flush starts; True on its first attempt in this batch, False on a retry."""
         rows = self._execute(
             "INSERT INTO {schema}.table_batches (batch_id, table_name, watermark, status) "
-            "VALUES (%s, %s, %s, 'pending') "
-            "ON CONFLICT (batch_id, table_name) DO UPDATE SET status = 'pending', error = NULL, updated_at = now() "
+            "VALUES (%s, %s, %s, {batch_pending}) "
+            "ON CONFLICT (batch_id, table_name) DO UPDATE SET status = {batch_pending}, error = NULL, "
+            "updated_at = now() "
             "RETURNING (xmax = 0)",  # xmax is 0 on a fresh insert and set when ON CONFLICT updated the row
             (batch, table, watermark),
         )
@@ -213,11 +221,14 @@ class StateStore:
         rows to delete the batch stays 'committed' until its delete confirms it, even if nothing was copied.
         """
         with self.pool.connection() as conn, conn.transaction():
-            status = "committed" if (rows if rows_expected is None else rows_expected) else "confirmed"
+            status = (
+                BatchStatus.COMMITTED if (rows if rows_expected is None else rows_expected) else BatchStatus.CONFIRMED
+            )
             conn.execute(
                 self._q(
                     "UPDATE {schema}.table_batches SET status = %s, lake_snapshot_id = %s, rows_flushed = %s, "
-                    "rows_expected = %s, rows_deleted = CASE WHEN %s = 'confirmed' THEN 0 END, flush_seconds = %s, "
+                    "rows_expected = %s, rows_deleted = CASE WHEN %s = {batch_confirmed} THEN 0 END, "
+                    "flush_seconds = %s, "
                     "updated_at = now() WHERE batch_id = %s AND table_name = %s"
                 ),
                 (status, snapshot_id, rows, rows_expected, status, seconds, batch, table),
@@ -225,7 +236,7 @@ class StateStore:
             if undone:
                 conn.execute(
                     self._q(
-                        "UPDATE {schema}.table_batches SET status = 'undone', updated_at = now() "
+                        "UPDATE {schema}.table_batches SET status = {batch_undone}, updated_at = now() "
                         "WHERE table_name = %s AND batch_id = ANY(%s) AND batch_id <> %s"
                     ),
                     (table, undone, batch),
@@ -233,8 +244,8 @@ class StateStore:
 
     def record_failed(self, batch: int, table: str, error: str) -> None:
         self._execute(
-            "UPDATE {schema}.table_batches SET status = 'failed', error = %s, updated_at = now() "
-            "WHERE batch_id = %s AND table_name = %s AND status <> 'confirmed'",
+            "UPDATE {schema}.table_batches SET status = {batch_failed}, error = %s, updated_at = now() "
+            "WHERE batch_id = %s AND table_name = %s AND status <> {batch_confirmed}",
             (error[:2000], batch, table),
         )
 
@@ -248,13 +259,15 @@ class StateStore:
             (batch, table, rows_deleted, seconds),
         )
 
-    def finish_run(self, batch: int, status: str, watermark: int | None, message: str | None, vacuumed: bool) -> None:
+    def finish_run(
+        self, batch: int, status: RunStatus, watermark: int | None, message: str | None, vacuumed: bool
+    ) -> None:
         self._execute(
             "UPDATE {schema}.runs r SET status = %s, watermark = %s, message = %s, vacuumed = %s, finished_at = now(), "
             "rows_flushed = coalesce((SELECT sum(rows_flushed) FROM {schema}.table_batches b "
-            "  WHERE b.batch_id = r.batch_id AND b.status IN ('committed', 'confirmed')), 0), "
+            "  WHERE b.batch_id = r.batch_id AND b.status IN ({batch_committed}, {batch_confirmed})), 0), "
             "rows_deleted = coalesce((SELECT sum(rows_deleted) FROM {schema}.table_batches b "
-            "  WHERE b.batch_id = r.batch_id AND b.status = 'confirmed'), 0) "
+            "  WHERE b.batch_id = r.batch_id AND b.status = {batch_confirmed}), 0) "
             "WHERE batch_id = %s",
             (status, watermark, message, vacuumed, batch),
         )
@@ -263,9 +276,9 @@ class StateStore:
         """True when this run is the Nth completed one since the last run with `flag` set (counted in PostgreSQL)."""
         (since,) = self._execute(
             sql.SQL(
-                "SELECT count(*) FROM {schema}.runs WHERE status = 'completed' AND batch_id > "
+                "SELECT count(*) FROM {schema}.runs WHERE status = {run_completed} AND batch_id > "
                 "coalesce((SELECT max(batch_id) FROM {schema}.runs WHERE {flag}), 0)"
-            ).format(schema=self.schema, flag=sql.Identifier(flag))
+            ).format(schema=self.schema, flag=sql.Identifier(flag), **_STATUS_SQL)
         )[0]
         return since + 1 >= every_n
 
@@ -284,7 +297,7 @@ class StateStore:
     def recent_statuses(self, limit: int) -> list[str]:
         """Statuses of the last `limit` runs that flushed or tried to (newest first)."""
         rows = self._execute(
-            "SELECT status FROM {schema}.runs WHERE status IN ('completed', 'failed', 'abandoned') "
+            "SELECT status FROM {schema}.runs WHERE status IN ({run_completed}, {run_failed}, {run_abandoned}) "
             "ORDER BY batch_id DESC LIMIT %s",
             (limit,),
         )
@@ -324,17 +337,17 @@ class StateStore:
             cur = conn.cursor(row_factory=dict_row)
             runs = cur.execute(
                 self._q(
-                    "SELECT count(*) FILTER (WHERE status = 'completed') AS flush_count, "
-                    "count(*) FILTER (WHERE status = 'failed') AS failed_count, "
-                    "max(finished_at) FILTER (WHERE status = 'completed') AS last_flush_time FROM {schema}.runs"
+                    "SELECT count(*) FILTER (WHERE status = {run_completed}) AS flush_count, "
+                    "count(*) FILTER (WHERE status = {run_failed}) AS failed_count, "
+                    "max(finished_at) FILTER (WHERE status = {run_completed}) AS last_flush_time FROM {schema}.runs"
                 )
             ).fetchone()
             tables = cur.execute(
                 self._q(
                     "SELECT table_name, "
-                    "coalesce(sum(rows_flushed) FILTER (WHERE status = 'confirmed'), 0)::bigint AS rows_flushed, "
-                    "coalesce(sum(rows_deleted) FILTER (WHERE status = 'confirmed'), 0)::bigint AS rows_deleted, "
-                    "max(watermark) FILTER (WHERE status = 'confirmed') AS last_watermark, "
+                    "coalesce(sum(rows_flushed) FILTER (WHERE status = {batch_confirmed}), 0)::bigint AS rows_flushed, "
+                    "coalesce(sum(rows_deleted) FILTER (WHERE status = {batch_confirmed}), 0)::bigint AS rows_deleted, "
+                    "max(watermark) FILTER (WHERE status = {batch_confirmed}) AS last_watermark, "
                     "max(batch_id) AS last_batch, "
                     "(array_agg(status ORDER BY batch_id DESC))[1] AS last_status, "
                     "(array_agg(error ORDER BY batch_id DESC))[1] AS last_error "

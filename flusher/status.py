@@ -6,6 +6,7 @@ from flusher.config import Settings
 from flusher.hot import connect, hot_row_counts, make_pool
 from flusher.registry import selected_tables, unselected_tables
 from flusher.state import StateStore
+from flusher.statuses import BatchStatus
 from flusher.stuck import find_stuck_rows
 
 
@@ -32,7 +33,7 @@ def render_status(settings: Settings) -> str:
         t = summary.tables.get(name, {})
         in_hot = "missing" if hot[name] is None else str(hot[name])
         status = t.get("last_status") or "-"
-        if t.get("last_error") and status != "confirmed":
+        if t.get("last_error") and status != BatchStatus.CONFIRMED:
             status += f" ({t['last_error'][:80]})"
         lines.append(
             f"{name:34} {in_hot:>10} {t.get('rows_flushed', 0):>12} {str(t.get('last_batch') or '-'):>10}  {status}"

@@ -34,6 +34,7 @@ from flusher.reconcile import (
     primary_key,
 )
 from flusher.registry import TableSpec
+from flusher.statuses import BatchStatus
 from flusher.transfer import plan_columns
 
 GO_CHECKPOINT_TABLE = "cold_flusher_checkpoint"
@@ -72,8 +73,8 @@ def _state_watermark(conn: psycopg.Connection, state_schema: str) -> int | None:
     if not _exists(conn, state_schema, "table_batches"):
         return None
     return conn.execute(
-        sql.SQL("SELECT max(watermark) FROM {} WHERE status = 'confirmed'").format(
-            sql.Identifier(state_schema, "table_batches")
+        sql.SQL("SELECT max(watermark) FROM {} WHERE status = {}").format(
+            sql.Identifier(state_schema, "table_batches"), sql.Literal(str(BatchStatus.CONFIRMED))
         )
     ).fetchone()[0]
 

@@ -9,17 +9,20 @@ import duckdb
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
+from psycopg_pool import ConnectionPool
 
+from flusher.config import PostgresSettings
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
 from flusher.failed_write import cleanup_message, explain_disk_full
 from flusher.hot import DUCKDB_INTEGER_TYPES, Mark, ledger_type_refusal
-from flusher.lake import redact
+from flusher.lake import Column, LakeSession, redact
+from flusher.plan import TablePlan
 from flusher.reconcile import reconcile_for
 from flusher.registry import TableSpec
 from flusher.report import FlushOutcome
-from flusher.resources import RunResources
 from flusher.secrets import MaskedMessage
-from flusher.transfer import SchemaMismatch, copy_table
+from flusher.state import StateStore
+from flusher.transfer import LabelOwner, SchemaMismatch, copy_table
 
 
 class TableFlushError(MaskedMessage, RuntimeError):
@@ -31,9 +34,8 @@ class PermanentTableError(TableFlushError):
     refuses): the task fails at its first attempt instead of waiting out its retries."""
 
 
-def _check_hot_table(res: RunResources, spec: TableSpec) -> None:
-    columns = res.hot_columns.get(spec.name)
-    pg = res.settings.postgres
+def _check_hot_table(pg: PostgresSettings, spec: TableSpec, columns: tuple[Column, ...] | None) -> tuple[Column, ...]:
+    """The hot columns; PermanentTableError when the table, its ledger column or an integer type for it is missing."""
     if columns is None:
         raise PermanentTableError(
             f"table {pg.schema_name}.{spec.name} does not exist in PostgreSQL {pg.describe()}; "
@@ -49,6 +51,7 @@ def _check_hot_table(res: RunResources, spec: TableSpec) -> None:
         raise PermanentTableError(
             ledger_type_refusal(pg.schema_name, spec.name, spec.ledger_column, types[spec.ledger_column])
         )
+    return columns
 
 
 def retry_unless_permanent(task: Any, task_run: Any, state: State) -> bool:
@@ -57,9 +60,11 @@ def retry_unless_permanent(task: Any, task_run: Any, state: State) -> bool:
     return not isinstance(exception, PermanentTableError)
 
 
-def _explain_invalid_utf8(res: RunResources, spec: TableSpec, mark: Mark, message: str) -> str:
+def _explain_invalid_utf8(
+    lake: LakeSession, spec: TableSpec, columns: tuple[Column, ...], mark: Mark, message: str
+) -> str:
     try:
-        found = invalid_utf8(res.lake, spec, res.hot_columns[spec.name], mark.watermark)
+        found = invalid_utf8(lake, spec, list(columns), mark.watermark)
     except duckdb.Error as exc:  # the diagnosis is a courtesy; the original error still stands
         return f"{message} (could not locate it: {exc})"
     if not found:
@@ -78,51 +83,55 @@ def _explain_invalid_utf8(res: RunResources, spec: TableSpec, mark: Mark, messag
     persist_result=False,
     retry_condition_fn=retry_unless_permanent,
 )
-def flush_table(res: RunResources, spec: TableSpec, mark: Mark, takeover: bool = False) -> FlushOutcome:
+def flush_table(
+    spec: TableSpec,
+    mark: Mark,
+    table_plan: TablePlan,
+    lake: LakeSession,
+    state: StateStore,
+    pool: ConnectionPool,
+    owner: LabelOwner,
+    postgres: PostgresSettings,
+    data_path: str,
+    takeover: bool = False,
+) -> FlushOutcome:
     """Undo this table's unconfirmed lake commits and copy rows <= watermark in one labelled lake commit.
 
+    `table_plan`: the columns of both sides, read once for the run; `owner`: whose lake commits may be undone;
+    `postgres` and `data_path` only for messages (the password is redacted from them).
     takeover: copy only the rows the lake does not hold yet (matched by natural key, or all columns), count the rest.
     """
     logger = get_run_logger()
-    assert res.lake is not None, "open the lake before flushing"
     started = time.perf_counter()
     attempt_start = time.time()  # wall clock, comparable with file times: what this attempt wrote is newer
     try:
-        _check_hot_table(res, spec)
-        first_attempt = res.state.record_pending(mark.batch_id, spec.name, mark.watermark)
-        undo = res.state.open_batches(spec.name)
+        hot_columns = _check_hot_table(postgres, spec, table_plan.hot_columns)
+        first_attempt = state.record_pending(mark.batch_id, spec.name, mark.watermark)
+        undo = state.open_batches(spec.name)
         if first_attempt:  # this batch has no lake commit yet; with no other open batch the undo lookup is skipped
             undo = [b for b in undo if b != mark.batch_id]
         reconcile = None
         if takeover:
-            with res.pool.connection() as conn:
-                reconcile = reconcile_for(res.lake, conn, spec, [c.name for c in res.hot_columns[spec.name]])
-        result = copy_table(
-            res.lake,
-            spec,
-            mark,
-            res.hot_columns[spec.name],
-            res.lake_columns[spec.name],
-            undo,
-            res.label_owner(),
-            reconcile,
-        )
+            with pool.connection() as conn:
+                reconcile = reconcile_for(lake, conn, spec, [c.name for c in hot_columns])
+        result = copy_table(lake, spec, mark, list(hot_columns), list(table_plan.lake_columns), undo, owner, reconcile)
     except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
-        message = redact(str(exc), res.settings.postgres.password.get_secret_value())
+        password = postgres.password.get_secret_value()
+        message = redact(str(exc), password)
         if is_invalid_unicode(message):
-            message = _explain_invalid_utf8(res, spec, mark, message)
+            message = _explain_invalid_utf8(lake, spec, table_plan.hot_columns or (), mark, message)
         if not isinstance(exc, TableFlushError):
-            message = explain_disk_full(message, res.settings.ducklake.data_path)
+            message = explain_disk_full(message, data_path)
             message = f"flushing {spec.name} (ledgers <= {mark.watermark}) failed: {message}"
         if isinstance(exc, duckdb.Error):  # the lake transaction rolled back; we still hold the flusher lock
-            if cleaned := cleanup_message(res.lake, spec.name, attempt_start):
-                message = f"{message}; {redact(cleaned, res.settings.postgres.password.get_secret_value())}"
-        res.state.record_failed(mark.batch_id, spec.name, message)
+            if cleaned := cleanup_message(lake, spec.name, attempt_start):
+                message = f"{message}; {redact(cleaned, password)}"
+        state.record_failed(mark.batch_id, spec.name, message)
         permanent = isinstance(exc, (PermanentTableError, SchemaMismatch))
         raise (PermanentTableError if permanent else TableFlushError)(message) from None
     seconds = time.perf_counter() - started
     expected = result.rows_expected if takeover else None
-    res.state.record_committed(mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo, expected)
+    state.record_committed(mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo, expected)
     if result.undone_snapshots:
         logger.warning(
             "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",

@@ -6,10 +6,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flusher import failpoints
+from flusher.config import DownstreamConsumer
 from flusher.downstream import DownstreamBlocked, read_all, retention_ceiling
-from flusher.hot import Mark, choose_watermark, lock_key
-from flusher.resources import RunResources
+from flusher.hot import ControlSession, Mark, choose_watermark, lock_key
 from flusher.secrets import MaskedMessage
+from flusher.state import StateStore
+from flusher.statuses import RunStatus
 
 
 class FlushLocked(MaskedMessage, RuntimeError):
@@ -18,7 +20,13 @@ class FlushLocked(MaskedMessage, RuntimeError):
 
 @task(name="mark-watermark", cache_policy=NO_CACHE, persist_result=False)
 def mark_watermark(
-    res: RunResources, max_ledgers: int, flow_run_id: str | None = None, floor: int | None = None
+    control: ControlSession,
+    state: StateStore,
+    downstream: list[DownstreamConsumer],
+    lock_wait_seconds: float,
+    max_ledgers: int,
+    flow_run_id: str | None = None,
+    floor: int | None = None,
 ) -> Mark | None:
     """Lock, pin the snapshot, read MAX(sequence); returns None when there is nothing to flush.
 
@@ -28,20 +36,20 @@ def mark_watermark(
     run recorded as skipped) when a downstream consumer is unreachable or has no positive checkpoint.
     """
     logger = get_run_logger()
-    key = lock_key(res.settings.flush.state_schema)
-    if not res.control.try_lock(key, res.settings.flush.lock_wait_seconds):
-        raise FlushLocked(res.control.lock_holder(key).describe())
-    res.control.announce("flush", flow_run_id)
-    batch = res.state.start_run(flow_run_id)
-    previous = res.state.last_watermark()
+    key = lock_key(state.schema_name)  # the lock is per state schema (flush.state_schema)
+    if not control.try_lock(key, lock_wait_seconds):
+        raise FlushLocked(control.lock_holder(key).describe())
+    control.announce("flush", flow_run_id)
+    batch = state.start_run(flow_run_id)
+    previous = state.last_watermark()
     # Read before the snapshot: a checkpoint only grows, so an earlier reading is the safe one.
-    readings = read_all(res.settings.downstream)
+    readings = read_all(downstream)
     try:
         ceiling = retention_ceiling(readings)
     except DownstreamBlocked as exc:
-        res.state.finish_run(batch, "skipped", None, str(exc), vacuumed=False)
+        state.finish_run(batch, RunStatus.SKIPPED, None, str(exc), vacuumed=False)
         raise
-    snapshot, hot_min, hot_max = res.control.pin_snapshot()
+    snapshot, hot_min, hot_max = control.pin_snapshot()
     lowest = max((v for v in (previous, floor) if v is not None), default=None)
     watermark = choose_watermark(hot_min, hot_max, lowest, max_ledgers, ceiling)
     if ceiling is not None and watermark is not None and ceiling == watermark:
@@ -53,7 +61,7 @@ def mark_watermark(
     failpoints.hit("after_mark")
     if watermark is None:
         logger.info("Hot buffer is empty and nothing was flushed before: nothing to do")
-        res.state.finish_run(batch, "empty", None, "hot buffer empty", vacuumed=False)
+        state.finish_run(batch, RunStatus.EMPTY, None, "hot buffer empty", vacuumed=False)
         return None
     logger.info(
         "Starting flush with watermark=%s (batch %s, hot ledgers %s..%s, previous watermark %s)",

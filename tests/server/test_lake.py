@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 
 from flusher.lake import LakeError, LakeSession
+from flusher.plan import Parallelism
 from tests.helpers import ENABLED, flush, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _with_concurrency(settings, concurrency: int):
+    return settings.model_copy(update={"flush": settings.flush.model_copy(update={"concurrency": concurrency})})
 
 
 def _snapshot_ids(hot) -> list[int]:
@@ -98,8 +103,12 @@ def test_configured_parquet_options_reach_the_files_and_are_set_once(hot):
 def test_duckdb_threads_leave_a_core_per_concurrent_flush_unless_configured(hot, monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     for queries, expected in ((1, 4), (2, 3), (4, 1)):
-        with LakeSession(hot.settings(), attach_hot=False, queries_at_once=queries) as lake:
+        threads = Parallelism.from_settings(_with_concurrency(hot.settings(), queries)).duckdb_threads
+        with LakeSession(hot.settings(), attach_hot=False, threads=threads) as lake:
             assert lake.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == expected
+    with LakeSession(hot.settings(), attach_hot=False) as lake:  # one query at a time: every core
+        assert lake.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == 4
     hot.config = write_config(hot, ducklake={"threads": 2})
-    with LakeSession(hot.settings(), attach_hot=False, queries_at_once=4) as lake:
+    threads = Parallelism.from_settings(_with_concurrency(hot.settings(), 4)).duckdb_threads
+    with LakeSession(hot.settings(), attach_hot=False, threads=threads) as lake:
         assert lake.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == 2

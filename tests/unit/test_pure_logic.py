@@ -187,12 +187,10 @@ def test_httpfs_is_loaded_only_for_a_remote_lake():
 
 
 def test_tables_flush_largest_first_and_unknown_sizes_last_in_their_order():
-    from types import SimpleNamespace
+    from flusher.plan import largest_first
 
-    from flusher.resources import RunResources
-
-    sized = SimpleNamespace(hot_bytes={"a": 10, "b": 300, "c": 20})
-    assert RunResources.largest_first(sized, ["a", "missing", "b", "c", "other"]) == ["b", "c", "a", "missing", "other"]
+    sized = {"a": 10, "b": 300, "c": 20}
+    assert largest_first(["a", "missing", "b", "c", "other"], sized) == ["b", "c", "a", "missing", "other"]
 
 
 def test_a_label_is_this_states_only_with_its_id_or_as_an_upgraded_states_old_label():
