@@ -105,14 +105,15 @@ class RunReport:
         return sum(line.rows_deleted for line in self.lines)
 
     def headline(self) -> str:
-        text = (
+        """One line; failures come first, so a UI that shows only the start of a state message shows them."""
+        counts = (
             f"watermark {self.mark.watermark}: flushed {self.rows_flushed} rows, deleted {self.rows_deleted}, "
             f"{len(self.lines) - len(self.failed_tables)}/{len(self.lines)} tables ok"
         )
-        if self.failed_tables:
-            text += "; FAILED: " + "; ".join(f"{line.table}: {line.error}" for line in self.failed_tables)
+        failures = [f"{line.table}: {line.error}" for line in self.failed_tables]
         if self.checkpoint_error:
-            text += f"; FAILED: {self.checkpoint_error}"
+            failures.append(self.checkpoint_error)
+        text = f"FAILED: {'; '.join(failures)} | {counts}" if failures else counts
         if self.stuck:
             text += "; STUCK ROWS: " + "; ".join(self.stuck.reasons())
         return text

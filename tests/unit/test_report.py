@@ -65,9 +65,9 @@ def test_totals_and_headline_count_only_what_moved():
     assert report.rows_flushed == 10, "deferred and failed tables' rows are not counted as flushed"
     assert report.rows_deleted == 14
     assert report.headline() == (
-        "watermark 100: flushed 10 rows, deleted 14, 4/6 tables ok; FAILED: operations_row_v2: flushing "
-        "operations_row_v2 failed: boom; accounts_snapshot_v1: delete failed: connection lost"
-    )
+        "FAILED: operations_row_v2: flushing operations_row_v2 failed: boom; accounts_snapshot_v1: delete failed: "
+        "connection lost | watermark 100: flushed 10 rows, deleted 14, 4/6 tables ok"
+    ), "failures first: the UI shows the start of a state message"
 
 
 def test_artifact_rows_carry_the_plain_status_strings():
@@ -86,3 +86,15 @@ def test_a_run_with_every_table_flushed_or_empty_has_no_failures():
     )
     assert not report.failed_tables and all(line.status.ok for line in report.lines)
     assert report.headline() == "watermark 100: flushed 3 rows, deleted 3, 1/1 tables ok"
+
+
+def test_a_checkpoint_failure_leads_the_headline_too():
+    specs = [registry()["ledgers_row_v2"]]
+    report = RunReport.build(
+        MARK,
+        specs,
+        {"ledgers_row_v2": (_flushed("ledgers_row_v2", 3), None)},
+        {"ledgers_row_v2": (DeleteOutcome("ledgers_row_v2", 3, 0.1), None)},
+    )
+    report.checkpoint_error = "could not advance cold_flusher_checkpoint: timeout"
+    assert report.headline().startswith("FAILED: could not advance cold_flusher_checkpoint: timeout | watermark 100")
