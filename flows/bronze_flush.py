@@ -10,13 +10,14 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 from psycopg_pool import ConnectionPool
+from pydantic import Field
 
 from flusher.adoption import TakeoverRequired, lake_head
 from flusher.blocks.settings import resolve_settings
@@ -146,16 +147,23 @@ def bronze_flush(
     config_path: str | None = None,
     tables: list[KnownTable] | None = None,
     dry_run: bool = False,
-    max_ledgers_per_run: int | None = None,
+    max_ledgers_per_run: Annotated[int, Field(ge=0)] | None = None,
     postgres_block: str | None = None,
     ducklake_block: str | None = None,
     takeover: bool = False,
 ) -> State:
-    """One flush. Parameters: a config file or block names; a table subset; a dry run; a ledger cap for catch-up.
+    """One flush: mark the watermark, copy every table's rows at or below it into the lake, delete what committed.
 
-    takeover: the first flush over a lake another flusher (the Go service) filled: rows at or below the watermark
-    that the lake already holds are deleted from PostgreSQL without being copied again; when every table is
-    confirmed, the state records that it adopted the lake. With dry_run, reports what it would do.
+    Args:
+        config_path: The YAML config file. Empty: the worker's $FLUSHER_CONFIG. A deployment run may name only that
+            file or one under $FLUSHER_CONFIG_DIR.
+        tables: Flush only these known tables (empty: every configured table).
+        dry_run: Count the rows each table would move; change nothing.
+        max_ledgers_per_run: Move at most this many ledgers (catch-up in chunks; 0: no cap; empty: the config's).
+        postgres_block: A prefect-sqlalchemy SqlAlchemyConnector block holding the hot buffer's credentials.
+        ducklake_block: A DuckLake Bronze block holding the catalog, data path and S3 keys.
+        takeover: The first flush over a lake the Go service filled: rows the lake already holds are deleted from
+            PostgreSQL without being copied again; with dry_run, reports what it would do.
     """
     with masked_errors():  # the state message and the logs leave the process: no secret in them
         return mask_state(

@@ -44,7 +44,15 @@ def bronze_maintenance(
     postgres_block: str | None = None,
     ducklake_block: str | None = None,
 ) -> State:
-    """One maintenance pass; never alongside a flush, never while a lake commit awaits its delete."""
+    """One maintenance pass; never alongside a flush, never while a lake commit awaits its delete.
+
+    Args:
+        config_path: The YAML config file. Empty: the worker's $FLUSHER_CONFIG. A deployment run may name only that
+            file or one under $FLUSHER_CONFIG_DIR.
+        dry_run: Report what would be merged, expired and deleted; change nothing.
+        postgres_block: A prefect-sqlalchemy SqlAlchemyConnector block holding the hot buffer's credentials.
+        ducklake_block: A DuckLake Bronze block holding the catalog, data path and S3 keys.
+    """
     with masked_errors():  # the state message and the logs leave the process: no secret in them
         return mask_state(_bronze_maintenance(config_path, dry_run, postgres_block, ducklake_block))
 
