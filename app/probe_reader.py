@@ -150,7 +150,9 @@ class StateReader:
 
     def _read_hot(self) -> tuple[Snapshot, str | None]:
         """The state and hot-buffer figures, or an empty Snapshot (hot figures unknown) and why."""
-        for attempt in (1, 2):
+        # A restart leaves every pooled connection dead, each failing at once when used: try past all of them.
+        attempts = (self.pool.max_size if self.pool is not None else 0) + 1
+        for attempt in range(1, attempts + 1):
             held: psycopg.Connection | None = None
             try:
                 with self.pool.connection(timeout=self.timeout) as conn:
@@ -167,16 +169,21 @@ class StateReader:
                 return snap, None
             except PoolTimeout:
                 return Snapshot(), self._unreachable(self._connect_reason())
+            except psycopg.errors.QueryCanceled as exc:  # statement_timeout or lock_timeout: busy or locked
+                return Snapshot(), self._problem(f"did not answer within {self.timeout} s: {connection_reason(exc)}")
             except psycopg.OperationalError as exc:
-                if attempt == 1 and held is not None and held.broken:
-                    continue  # a pooled connection from before a restart: the pool drops it, the next one is fresh
+                if attempt < attempts and held is not None and held.broken:
+                    continue  # a pooled connection from before a restart: the pool drops it, the next may be fresh
                 return Snapshot(), self._unreachable(connection_reason(exc))
             except (psycopg.Error, OSError) as exc:
-                return Snapshot(), self._unreachable(connection_reason(exc))
-        raise AssertionError("not reached: the second attempt returns")
+                return Snapshot(), self._problem(f"cannot be read: {connection_reason(exc)}")
+        raise AssertionError("not reached: the last attempt returns")
 
     def _unreachable(self, reason: str) -> str:
-        return f"PostgreSQL {self.settings.postgres.describe()} unreachable: {reason}"
+        return self._problem(f"unreachable: {reason}")
+
+    def _problem(self, what: str) -> str:
+        return f"PostgreSQL {self.settings.postgres.describe()} {what}"
 
     def _connect_reason(self) -> str:
         """The pool gave no connection in time: libpq's own reason, from one bounded connect."""
