@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 FIRST_READ_WAIT_SECONDS = 1.5
 STALE_INTERVALS = 3  # the snapshot is unknown after 3 refreshes (plus one read's budget); a flush after 3 intervals
 REQUEST_TIMEOUT_SECONDS = 5  # a client that sends nothing for this long is dropped (a half-open socket)
-MAX_REQUEST_THREADS = 32  # connections served at once; more are closed at once (a probe or a scrape retries)
+MAX_REQUEST_THREADS = 32  # connections served at once; more wait for a thread (up to the request timeout)
 
 
 class SnapshotReader(Protocol):
@@ -343,18 +343,27 @@ def _histogram(name: str, doc: str, data: dict[str, tuple[list[int], float, int]
 
 
 class _BoundedServer(ThreadingHTTPServer):
-    """One thread per connection, at most max_threads at once: a connection beyond that is closed unanswered
-    (a probe or a scrape retries), so a flood of idle sockets cannot pile up threads."""
+    """One thread per connection, at most max_threads at once. A connection beyond that waits (in the listen
+    backlog) for a thread, up to the request timeout, then is closed unanswered; answers come from memory, so threads
+    free up in milliseconds, and idle sockets are dropped after the request timeout: a flood cannot pile up threads."""
 
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a client that sends nothing (it times out on its own)
+    request_queue_size = 128  # the listen backlog: a burst waits here rather than being refused
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_threads: int) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_threads: int,
+        wait_seconds: float,
+    ) -> None:
         super().__init__(address, handler)
         self.slots = threading.BoundedSemaphore(max_threads)
+        self.wait_seconds = wait_seconds
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
+        if not self.slots.acquire(timeout=self.wait_seconds):
             self.shutdown_request(request)
             return
         try:
@@ -386,7 +395,7 @@ class HealthServer:
         registry.register(StateCollector(probe))
         handler = _handler(probe, registry, request_timeout_seconds)
         try:
-            self.httpd = _BoundedServer((host, port), handler, max_threads)
+            self.httpd = _BoundedServer((host, port), handler, max_threads, request_timeout_seconds)
         except OSError as exc:  # a config mistake (or another process), not a crash: name the key to change
             raise ConfigError(listen_problem(host, port, exc)) from None
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health-server", daemon=True)

@@ -226,15 +226,14 @@ def test_the_health_server_drops_an_idle_socket_and_bounds_its_threads():
     server.start()
     idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
     try:
-        time.sleep(0.2)  # both accepted, each holding a thread, sending nothing
-        with socket.create_connection(("127.0.0.1", server.port)) as third:
-            third.settimeout(BOUND_SECONDS)
-            assert third.recv(1) == b"", "over the bound: closed at once"
+        _wait_for(lambda: server.httpd.slots._value == 0)  # both threads taken by clients sending nothing
+        (response), took = _timed(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=BOUND_SECONDS)
+        )
+        assert response.status == 200 and took >= 0.3, "the third waited for a thread, then was served"
         for conn in idle:
             conn.settimeout(BOUND_SECONDS)
             assert conn.recv(1024) == b"", "dropped after the request timeout"
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=BOUND_SECONDS) as response:
-            assert response.status == 200
     finally:
         for conn in idle:
             conn.close()
