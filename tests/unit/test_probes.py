@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -244,6 +245,8 @@ def test_the_health_server_listens_on_loopback_unless_configured_and_refreshes_a
     assert _settings().service.health_host == "127.0.0.1"
     assert _settings().service.probe_refresh_seconds == 5
     assert _settings(health_host="0.0.0.0").service.health_host == "0.0.0.0"
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    assert "ENV FLUSHER_SERVICE_HEALTH_HOST=0.0.0.0" in dockerfile, "the image's probes come from outside it"
     for bad in (0, -1, 10_000):
         with pytest.raises(ConfigError, match="probe_refresh_seconds"):
             _settings(probe_refresh_seconds=bad)
