@@ -162,18 +162,19 @@ class HealthProbe:
         return (503 if reasons else 200), mask_any(body)
 
     def _flush_age_reason(self, snap: Snapshot) -> str | None:
-        """Flushes stopped: the last completed one is older than STALE_INTERVALS schedule intervals, or none ever
-        completed and the service has been up that long (a fresh install gets that long for its first)."""
+        """Runs stopped: the last run that ended without failing (flushed, had nothing new, or was held back by a
+        downstream consumer) is older than STALE_INTERVALS schedule intervals, or none ever did and the service has
+        been up that long (a fresh install gets that long for its first)."""
         if snap.summary is None:  # unknown: the state was not read, and that is a reason of its own
             return None
         bound = STALE_INTERVALS * self.interval_seconds
-        last = snap.summary.last_flush_time
+        last = snap.summary.last_ok_run_time
         if last is not None:
             age = (datetime.now(UTC) - last).total_seconds()
             if age > bound:
                 return (
-                    f"the last completed flush was {go_duration(age)} ago, more than {STALE_INTERVALS} schedule "
-                    f"intervals ({go_duration(bound)})"
+                    f"no flush has completed for {go_duration(age)}, more than {STALE_INTERVALS} schedule intervals "
+                    f"({go_duration(bound)}): is a run stuck, or the schedule stopped?"
                 )
             return None
         up = time.monotonic() - self.started
