@@ -119,3 +119,29 @@ def test_the_catalog_check_reopens_its_connection_after_it_died(hot):
         assert check.conn.info.backend_pid != pid
     finally:
         check.close()
+
+
+def test_runs_that_stopped_are_measured_from_the_last_run_that_did_not_fail(hot):
+    from flusher.state import StateStore
+
+    settings = hot.settings()
+    with make_pool(settings.postgres) as pool:
+        state = StateStore(pool, settings.flush.state_schema)
+        state.ensure()
+        empty = state.start_run(None)
+        state.finish_run(empty, "empty", None, "hot buffer empty", vacuumed=False)  # a quiet hot buffer's run
+        failed = state.start_run(None)
+        state.finish_run(failed, "failed", None, "boom", vacuumed=False)
+        summary = state.summary()
+        assert summary.last_flush_time is None and summary.last_ok_run_time is not None
+        ended = hot.execute("SELECT finished_at FROM flusher_state.runs WHERE batch_id = %s", (empty,))[0][0]
+        assert summary.last_ok_run_time == ended, "the failed run does not count"
+
+        probe = HealthProbe(settings, pool, lambda: None, interval_seconds=600)
+        probe.refresh()
+        assert not any(r.startswith("no flush has completed") for r in probe.health()[1]["reasons"])
+        probe = HealthProbe(settings, pool, lambda: None, interval_seconds=0.2)  # 3 intervals: 0.6 s
+        time.sleep(1)
+        probe.refresh()
+        status, body = probe.health()
+        assert status == 503 and any(r.startswith("no flush has completed for") for r in body["reasons"]), body
