@@ -1,7 +1,9 @@
-"""GET /health (the Go service's JSON, truthful) and GET /metrics (Prometheus), both read from PostgreSQL per request.
+"""GET /health (the Go service's JSON, truthful) and GET /metrics (Prometheus), both answered from memory.
 
 Flow runs execute in subprocesses, so nothing is counted in memory: every figure comes from the state tables,
-and a restart loses nothing.
+and a restart loses nothing. They are read in the background every service.probe_refresh_seconds
+(flusher.app.probe_reader, flusher.app.probe_cache); a request answers from the last reading and says how old it
+is, so it never waits on PostgreSQL, the catalog, a consumer or the Prefect API, whichever of them is down.
 """
 
 from __future__ import annotations
@@ -16,60 +18,42 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
-import psycopg
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from flusher.config import ConfigError, Settings, connection_reason
-from flusher.downstream import ConsumerReading, read_all
-from flusher.registry import WATERMARK_COLUMN, WATERMARK_TABLE, selected_tables, unselected_tables
+from flusher.app.probe_cache import Reading, Refresher
+from flusher.app.probe_reader import DURATION_BUCKETS, STUCK_ROWS_CAP, Snapshot, StateReader
+from flusher.config import ConfigError, Settings
 from flusher.secrets import mask, mask_any, remember_settings
-from flusher.state import StateStore, StateSummary
 from flusher.statuses import RunStatus
-from flusher.stuck import StuckRows, find_stuck_rows
 
 log = logging.getLogger(__name__)
-PROBE_TIMEOUT_SECONDS = 3  # a probe must answer quickly even when a consumer's host drops packets
-# Stuck rows are counted up to this many per table and kind on each request, so a scrape stays cheap.
-STUCK_ROWS_CAP = 100_000
-DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]
+# A request waits (on an event, no I/O) this long for the very first reading, so a probe right after start-up gets
+# the real state rather than "not read yet"; well inside the 2 s a probe allows.
+FIRST_READ_WAIT_SECONDS = 1.5
+STALE_INTERVALS = 3  # the snapshot is unknown after 3 refreshes (plus one read's budget); a flush after 3 intervals
+REQUEST_TIMEOUT_SECONDS = 5  # a client that sends nothing for this long is dropped (a half-open socket)
+MAX_REQUEST_THREADS = 32  # connections served at once; more wait for a thread (up to the request timeout)
+
+
+class SnapshotReader(Protocol):
+    """What reads a Snapshot (StateReader; a stub in tests)."""
+
+    def read(self) -> Snapshot: ...
 
 
 @dataclass
-class Snapshot:
-    """Everything /health and /metrics report, read in one go."""
+class Current:
+    """The snapshot a request answers from, how old it is, and why it cannot be trusted (if so)."""
 
-    summary: StateSummary | None = None
-    recent: list[str] = field(default_factory=list)
-    hot_min: int | None = None
-    hot_max: int | None = None
-    hot_rows: dict[str, int] = field(default_factory=dict)
-    failures: dict[str, int] = field(default_factory=dict)
-    vacuums: int = 0
-    flush_durations: dict[str, tuple[list[int], float, int]] = field(default_factory=dict)
-    delete_durations: dict[str, tuple[list[int], float, int]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    consumers: list[ConsumerReading] = field(default_factory=list)
-    stuck: StuckRows = field(default_factory=StuckRows)
-
-    def consumer_lag(self, reading: ConsumerReading) -> int | None:
-        """Hot ledgers past a consumer's checkpoint; for an unusable one, the flusher's own lag (its runs skip)."""
-        if reading.problem or reading.checkpoint is None:
-            return self.lag
-        return 0 if self.hot_max is None else max(0, self.hot_max - reading.checkpoint)
-
-    @property
-    def lag(self) -> int | None:
-        """Ledgers in the hot buffer beyond the last flushed watermark (all of them before the first flush)."""
-        if self.hot_max is None:
-            return 0
-        last = self.summary.last_watermark if self.summary else None
-        return self.hot_max - (last if last is not None else self.hot_min - 1)
+    snap: Snapshot
+    checked_at: datetime | None = None
+    age: float | None = None
+    reasons: list[str] = field(default_factory=list)
 
 
 def go_duration(seconds: float) -> str:
@@ -81,76 +65,79 @@ def go_duration(seconds: float) -> str:
 
 
 class HealthProbe:
-    """Reads the flusher's state, the hot buffer and the catalog; decides healthy or not."""
+    """Decides healthy or not from the last background reading of the state, the hot buffer and the catalog.
 
-    def __init__(self, settings: Settings, pool: ConnectionPool, next_flush: Callable[[], datetime | None]) -> None:
+    interval_seconds is the flush schedule's: /health turns unhealthy when the last completed flush is older than
+    STALE_INTERVALS of it (or, before any flush ever completed, when the service has been up that long).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ConnectionPool | None,
+        next_flush: Callable[[], datetime | None],
+        *,
+        interval_seconds: float,
+        reader: SnapshotReader | None = None,
+        refresh_seconds: float | None = None,
+        stale_after_seconds: float | None = None,
+    ) -> None:
         self.settings = remember_settings(settings)  # /health and /metrics are served to anyone who can connect
-        self.pool = pool
-        self.state = StateStore(pool, settings.flush.state_schema)
-        self.specs = selected_tables(settings.flush)
-        self.tables = [t.name for t in self.specs]
-        self.unselected = unselected_tables(settings.flush)  # known tables an explicit flush.tables leaves out
-        self.next_flush = next_flush
+        self.interval_seconds = interval_seconds
+        self.reader = reader if reader is not None else StateReader(settings, pool)
+        refresh = refresh_seconds or settings.service.probe_refresh_seconds
+        self.state: Refresher[Snapshot] = Refresher(self.reader.read, refresh, "health-state")
+        self.schedule: Refresher[datetime | None] = Refresher(next_flush, refresh, "health-schedule")
+        budget = getattr(self.reader, "budget_seconds", lambda: 0.0)()
+        self.stale_after = stale_after_seconds or STALE_INTERVALS * refresh + budget
         self.started = time.monotonic()
-        self._state_ready = False
 
-    def snapshot(self, with_durations: bool = False) -> Snapshot:
-        snap = Snapshot()
-        try:
-            self._read_state(snap, with_durations)
-        except (psycopg.Error, OSError) as exc:
-            snap.problems.append(
-                f"PostgreSQL {self.settings.postgres.describe()} unreachable: {connection_reason(exc)}"
+    def start(self) -> None:
+        """Read in the background from now on."""
+        self.state.start()
+        self.schedule.start()
+
+    def stop(self) -> None:
+        self.state.stop()
+        self.schedule.stop()
+        close = getattr(self.reader, "close", None)
+        if close is not None and not self.state._lock.locked():  # a read in flight keeps its connection to the end
+            close()
+
+    def refresh(self) -> None:
+        """Read now, in this thread (the CLI and tests; the server reads in the background)."""
+        self.state.refresh()
+        self.schedule.refresh()
+
+    def current(self) -> Current:
+        """The last snapshot and its age; reasons when there is none yet, it failed or it is too old. No I/O."""
+        reading = self.state.latest(FIRST_READ_WAIT_SECONDS)
+        if reading is None:
+            waited = time.monotonic() - self.state.started_monotonic
+            return Current(Snapshot(), reasons=[f"state not read yet: the first check has run for {waited:.0f} s"])
+        current = Current(reading.value or Snapshot(), reading.finished_at, reading.age())
+        if reading.error is not None:
+            current.reasons.append(f"state check failed: {reading.error}")
+        if current.age > self.stale_after:
+            current.reasons.append(
+                f"state unknown for {current.age:.0f} s: the last check finished at {_iso(reading.finished_at)} "
+                f"and the next has not (more than {self.stale_after:.0f} s)"
             )
-        problem = self._catalog_problem()
-        if problem:
-            snap.problems.append(problem)
-        snap.consumers = read_all(self.settings.downstream, PROBE_TIMEOUT_SECONDS)
-        return snap
-
-    def _read_state(self, snap: Snapshot, with_durations: bool) -> None:
-        if not self._state_ready:  # a service may start before the first flush created the state tables
-            self.state.ensure()
-            self._state_ready = True
-        snap.summary = self.state.summary()
-        snap.recent = self.state.recent_statuses(self.settings.service.unhealthy_after_failures)
-        snap.failures = self.state.failures_by_table()
-        snap.vacuums = self.state.vacuum_count()
-        if with_durations:
-            snap.flush_durations = self.state.duration_buckets("flush_seconds", DURATION_BUCKETS)
-            snap.delete_durations = self.state.duration_buckets("delete_seconds", DURATION_BUCKETS)
-        schema = self.settings.postgres.schema_name
-        with self.pool.connection() as conn:
-            snap.hot_min, snap.hot_max = conn.execute(
-                sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
-                    c=sql.Identifier(WATERMARK_COLUMN), t=sql.Identifier(schema, WATERMARK_TABLE)
-                )
-            ).fetchone()
-            snap.hot_rows = dict(
-                conn.execute(
-                    "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)",
-                    (schema, self.tables),
-                ).fetchall()
-            )
-            last = snap.summary.last_watermark if snap.summary else None
-            snap.stuck = find_stuck_rows(conn, schema, self.specs, self.unselected, last, cap=STUCK_ROWS_CAP)
-
-    def _catalog_problem(self) -> str | None:
-        try:
-            with psycopg.connect(self.settings.ducklake.catalog_conninfo(), connect_timeout=3) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error as exc:  # libpq's reason names host and port; the catalog's database is ours to add
-            return f"DuckLake catalog {self.settings.ducklake.describe_catalog()} unreachable: {connection_reason(exc)}"
-        return None
+        return current
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """(HTTP status, body): 200 healthy, 503 with reasons when flushes fail, lag grows or a server is down."""
-        snap = self.snapshot()
+        """(HTTP status, body): 200 healthy, 503 with reasons when flushes fail or stop, lag grows, a server is
+        down or the state is unknown."""
+        current = self.current()
+        snap = current.snap
         service = self.settings.service
-        reasons = list(snap.problems) + snap.stuck.reasons()
+        reasons = current.reasons + list(snap.problems) + snap.stuck.reasons()
         limit = service.unhealthy_after_failures
         if len(snap.recent) >= limit and all(s != RunStatus.COMPLETED for s in snap.recent):
             reasons.append(f"the last {limit} flushes failed")
+        stalled = self._flush_age_reason(snap)
+        if stalled:
+            reasons.append(stalled)
         lag = snap.lag
         if lag is not None and lag > service.max_lag_ledgers:
             reasons.append(f"lag of {lag} ledgers exceeds service.max_lag_ledgers ({service.max_lag_ledgers})")
@@ -160,20 +147,44 @@ class HealthProbe:
         body = {
             "status": "unhealthy" if reasons else "healthy",
             "flush_count": summary.flush_count if summary else None,
-            "last_flush_time": summary.last_flush_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
-            if summary and summary.last_flush_time
-            else None,
+            "last_flush_time": _iso(summary.last_flush_time) if summary and summary.last_flush_time else None,
             "last_watermark": summary.last_watermark if summary else None,
             "total_flushed": summary.total_flushed if summary else None,
             "uptime_seconds": int(time.monotonic() - self.started),
             "next_flush_in": go_duration(upcoming) if upcoming is not None else None,
             "lag_ledgers": lag,
+            "checked_at": _iso(current.checked_at) if current.checked_at else None,
+            "state_age_seconds": round(current.age, 1) if current.age is not None else None,
             "reasons": reasons,
         }
         if self.settings.downstream:
             body["warnings"] = warnings
             body["downstream"] = downstream
         return (503 if reasons else 200), mask_any(body)
+
+    def _flush_age_reason(self, snap: Snapshot) -> str | None:
+        """Runs stopped: the last run that ended without failing (flushed, had nothing new, or was held back by a
+        downstream consumer) is older than STALE_INTERVALS schedule intervals, or none ever did and the service has
+        been up that long (a fresh install gets that long for its first)."""
+        if snap.summary is None:  # unknown: the state was not read, and that is a reason of its own
+            return None
+        bound = STALE_INTERVALS * self.interval_seconds
+        last = snap.summary.last_ok_run_time
+        if last is not None:
+            age = (datetime.now(UTC) - last).total_seconds()
+            if age > bound:
+                return (
+                    f"no flush has completed for {go_duration(age)}, more than {STALE_INTERVALS} schedule intervals "
+                    f"({go_duration(bound)}): is a run stuck, or the schedule stopped?"
+                )
+            return None
+        up = time.monotonic() - self.started
+        if up > bound:
+            return (
+                f"no flush has completed in the {go_duration(up)} since the service started, more than "
+                f"{STALE_INTERVALS} schedule intervals ({go_duration(bound)})"
+            )
+        return None
 
     def _downstream(self, snap: Snapshot, reasons: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
         """Per consumer: its checkpoint and lag; a problem is a warning, and a reason (503) once its lag is too big."""
@@ -197,12 +208,15 @@ class HealthProbe:
         return warnings, rows
 
     def _next_flush_in(self) -> float | None:
-        try:
-            when = self.next_flush()
-        except Exception as exc:  # noqa: BLE001 - the API being down must not break /health
-            log.debug("next scheduled run unknown: %s", exc)
+        """Seconds to the deployment's next scheduled run, from the last background reading of the Prefect API."""
+        reading: Reading[datetime | None] | None = self.schedule.latest()
+        if reading is None or reading.error is not None or reading.value is None or reading.age() > self.stale_after:
             return None
-        return None if when is None else max(0.0, (when - datetime.now(UTC)).total_seconds())
+        return max(0.0, (reading.value - datetime.now(UTC)).total_seconds())
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _go_counter(name: str, doc: str, value: float) -> Metric:
@@ -222,10 +236,16 @@ class StateCollector(Collector):
         self.probe = probe
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.probe.snapshot(with_durations=True)
+        current = self.probe.current()
+        snap = current.snap
+        up = not (current.reasons or snap.problems)
         yield GaugeMetricFamily(
-            "flusher_up", "1 when PostgreSQL and the catalog answer", value=0 if snap.problems else 1
+            "flusher_up", "1 when PostgreSQL and the catalog answer (as of the last check, if fresh)", value=int(up)
         )
+        if current.age is not None:
+            yield GaugeMetricFamily(
+                "flusher_state_age_seconds", "Seconds since the state these metrics show was read", value=current.age
+            )
         summary = snap.summary
         if summary is None:
             return
@@ -240,9 +260,10 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "flusher_last_flush_timestamp_seconds", "Unix time of the last completed flush", value=last
         )
-        yield GaugeMetricFamily(
-            "flusher_lag_ledgers", "Hot MAX(sequence) minus the last flushed watermark", value=snap.lag or 0
-        )
+        if snap.lag is not None:  # absent when unknown: a 0 would say "caught up"
+            yield GaugeMetricFamily(
+                "flusher_lag_ledgers", "Hot MAX(sequence) minus the last flushed watermark", value=snap.lag
+            )
         yield _labelled(
             "flusher_table_rows_flushed_total",
             "Rows flushed to the lake, by table",
@@ -287,7 +308,7 @@ class StateCollector(Collector):
             yield _by_consumer(
                 "flusher_downstream_lag_ledgers",
                 "Hot MAX(sequence) minus the consumer's checkpoint",
-                {r.name: snap.consumer_lag(r) or 0 for r in snap.consumers},
+                {r.name: lag for r in snap.consumers if (lag := snap.consumer_lag(r)) is not None},
             )
             yield _by_consumer(
                 "flusher_downstream_up",
@@ -323,15 +344,60 @@ def _histogram(name: str, doc: str, data: dict[str, tuple[list[int], float, int]
     return family
 
 
-class HealthServer:
-    """The HTTP endpoint, in a daemon thread."""
+class _BoundedServer(ThreadingHTTPServer):
+    """One thread per connection, at most max_threads at once. A connection beyond that waits (in the listen
+    backlog) for a thread, up to the request timeout, then is closed unanswered; answers come from memory, so threads
+    free up in milliseconds, and idle sockets are dropped after the request timeout: a flood cannot pile up threads."""
 
-    def __init__(self, probe: HealthProbe, host: str, port: int) -> None:
+    daemon_threads = True
+    block_on_close = False  # stop() must not wait for a client that sends nothing (it times out on its own)
+    request_queue_size = 128  # the listen backlog: a burst waits here rather than being refused
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        max_threads: int,
+        wait_seconds: float,
+    ) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_threads)
+        self.wait_seconds = wait_seconds
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(timeout=self.wait_seconds):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class HealthServer:
+    """The HTTP endpoint, in a daemon thread; start() also starts the probe's background reads."""
+
+    def __init__(
+        self,
+        probe: HealthProbe,
+        host: str,
+        port: int,
+        max_threads: int = MAX_REQUEST_THREADS,
+        request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        self.probe = probe
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StateCollector(probe))
-        handler = _handler(probe, registry)
+        handler = _handler(probe, registry, request_timeout_seconds)
         try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
+            self.httpd = _BoundedServer((host, port), handler, max_threads, request_timeout_seconds)
         except OSError as exc:  # a config mistake (or another process), not a crash: name the key to change
             raise ConfigError(listen_problem(host, port, exc)) from None
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health-server", daemon=True)
@@ -341,11 +407,13 @@ class HealthServer:
         return self.httpd.server_address[1]
 
     def start(self) -> None:
+        self.probe.start()
         self.thread.start()
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.probe.stop()
 
 
 def listen_problem(host: str, port: int, exc: OSError) -> str:
@@ -364,8 +432,10 @@ def listen_problem(host: str, port: int, exc: OSError) -> str:
     return f"service.health_host/health_port: cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
-def _handler(probe: HealthProbe, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler(probe: HealthProbe, registry: CollectorRegistry, timeout_seconds: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = timeout_seconds  # each socket read and write: a half-open client is dropped, not kept
+
         def do_GET(self) -> None:
             if self.path.split("?")[0] == "/health":
                 status, body = probe.health()

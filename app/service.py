@@ -163,7 +163,7 @@ class FlusherService:
             runner = RunnerThread(deployments, self.settings.service.name)
             # Before the runner: a port in use is a ConfigError (exit 2) before anything is scheduled.
             health = HealthServer(
-                HealthProbe(self.settings, pool, runner.next_scheduled_run),
+                HealthProbe(self.settings, pool, runner.next_scheduled_run, interval_seconds=self.interval),
                 self.settings.service.health_host,
                 self.settings.service.health_port,
             )

@@ -91,7 +91,18 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 class ServiceSettings(_Section):
     name: str = "postgres-ducklake-flusher"
     health_port: int = Field(8089, ge=0, le=65535, description="/health and /metrics; 0 picks a free port.")
-    health_host: str = Field("0.0.0.0", description="Address the health server binds.")
+    health_host: str = Field(
+        "127.0.0.1",
+        description="Address /health and /metrics listen on: loopback by default (they have no authentication); "
+        "0.0.0.0 (every interface) or a private address when probes or Prometheus come from elsewhere.",
+    )
+    probe_refresh_seconds: float = Field(
+        5,
+        ge=0.5,
+        le=300,
+        description="How often /health and /metrics re-read PostgreSQL, the catalog and the consumers in the "
+        "background; requests answer from the last reading.",
+    )
     unhealthy_after_failures: int = Field(
         3, ge=1, le=1000, description="/health is 503 after this many failed flushes in a row."
     )

@@ -60,6 +60,9 @@ class StateSummary:
     total_flushed: int
     total_deleted: int
     tables: dict[str, dict[str, Any]]
+    # The last run that ended without failing: it flushed, found nothing new to flush, or a downstream consumer held
+    # it back (runs go on): what /health's "flushes stopped" reason is measured against.
+    last_ok_run_time: datetime | None = None
 
 
 class StateStore:
@@ -339,7 +342,9 @@ class StateStore:
                 self._q(
                     "SELECT count(*) FILTER (WHERE status = {run_completed}) AS flush_count, "
                     "count(*) FILTER (WHERE status = {run_failed}) AS failed_count, "
-                    "max(finished_at) FILTER (WHERE status = {run_completed}) AS last_flush_time FROM {schema}.runs"
+                    "max(finished_at) FILTER (WHERE status = {run_completed}) AS last_flush_time, "
+                    "max(finished_at) FILTER (WHERE status IN ({run_completed}, {run_empty}, {run_skipped})) "
+                    "AS last_ok_run_time FROM {schema}.runs"
                 )
             ).fetchone()
             tables = cur.execute(
@@ -364,4 +369,5 @@ class StateStore:
             total_flushed=sum(t["rows_flushed"] for t in tables),
             total_deleted=sum(t["rows_deleted"] for t in tables),
             tables=per_table,
+            last_ok_run_time=runs["last_ok_run_time"],
         )

@@ -52,14 +52,14 @@ def test_the_lock_holder_is_named_by_kind_and_flow_run():
 
 
 def test_an_unreachable_catalog_is_named_with_host_port_and_database_never_the_password():
-    from flusher.app.health import HealthProbe
+    from flusher.app.probe_reader import CatalogCheck
 
     port = _closed_port()
     for catalog in (
         f"postgresql://lake:{SECRET}@127.0.0.1:{port}/catalog_db",
         f"host=127.0.0.1 port={port} dbname=catalog_db user=lake password='{SECRET} x'",
     ):
-        problem = HealthProbe(_settings(catalog), None, lambda: None)._catalog_problem()
+        problem = CatalogCheck(_settings(catalog)).problem()
         assert problem.startswith(f"DuckLake catalog lake@127.0.0.1:{port}/catalog_db unreachable: "), problem
         assert "Connection refused" in problem and not problem.split(": ", 1)[1].startswith(("\t", "Is the")), problem
         assert SECRET not in problem
@@ -111,10 +111,10 @@ def test_a_health_port_in_use_is_a_config_error_naming_the_key():
         port = taken.getsockname()[1]
         settings = _settings("host=db dbname=c", health_host="127.0.0.1", health_port=port)
         with pytest.raises(ConfigError) as info:
-            HealthServer(HealthProbe(settings, None, lambda: None), "127.0.0.1", port)
+            HealthServer(HealthProbe(settings, None, lambda: None, interval_seconds=600), "127.0.0.1", port)
     assert f"service.health_port: 127.0.0.1:{port} is already in use" in str(info.value)
     with pytest.raises(ConfigError, match="service.health_host"):
-        HealthServer(HealthProbe(settings, None, lambda: None), "no-such-host.invalid", 0)
+        HealthServer(HealthProbe(settings, None, lambda: None, interval_seconds=600), "no-such-host.invalid", 0)
 
 
 # --- with PostgreSQL and Prefect ----------------------------------------------------------------------------------

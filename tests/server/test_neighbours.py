@@ -202,7 +202,9 @@ def _probe(settings):
     from flusher.app.health import HealthProbe
     from flusher.hot import make_pool
 
-    return HealthProbe(settings, make_pool(settings.postgres), lambda: None)
+    probe = HealthProbe(settings, make_pool(settings.postgres), lambda: None, interval_seconds=600)
+    probe.refresh()  # read now: the server reads in the background, these tests ask right after a change
+    return probe
 
 
 def _metrics(probe) -> str:
@@ -243,16 +245,18 @@ def test_health_and_metrics_show_each_consumer(hot, consumer):
             assert line in text, line
         assert SECRET not in text
         hot.load(31, 40)  # silver now 64 behind (> its 50); the flusher 70 behind with runs skipped (< 100)
+        probe.refresh()
         status, body = probe.health()
         assert status == 503
         assert any("silver is 64 ledgers behind" in r for r in body["reasons"]), body
         hot.load(71, 40)  # 110 ledgers and no flush: the unreachable consumer turns into a reason too
+        probe.refresh()
         status, body = probe.health()
         assert any(
             r.startswith("downstream consumer down: unreachable") and "exceeds 100" in r for r in body["reasons"]
         ), body
     finally:
-        probe.pool.close()
+        probe.reader.pool.close()
 
 
 def test_the_go_services_downstream_section_is_accepted_as_it_is():

@@ -324,7 +324,9 @@ def _health_text(hot: HotEnv) -> str:
 
     settings = hot.settings()
     with make_pool(settings.postgres) as pool:
-        server = HealthServer(HealthProbe(settings, pool, lambda: None), "127.0.0.1", 0)
+        probe = HealthProbe(settings, pool, lambda: None, interval_seconds=600)
+        probe.refresh()  # the first reading before the first request
+        server = HealthServer(probe, "127.0.0.1", 0)
         server.start()
         try:
             return "\n".join(_get(f"http://127.0.0.1:{server.port}{path}") for path in ("/health", "/metrics"))

@@ -315,7 +315,7 @@ def _probe(settings):
     from flusher.hot import make_pool
 
     pool = make_pool(settings.postgres)
-    return HealthProbe(settings, pool, lambda: None), pool
+    return HealthProbe(settings, pool, lambda: None, interval_seconds=600), pool
 
 
 def test_health_turns_unhealthy_on_repeated_failures_lag_and_unreachable_servers(hot):
@@ -324,11 +324,13 @@ def test_health_turns_unhealthy_on_repeated_failures_lag_and_unreachable_servers
     probe, pool = _probe(hot.settings())
     try:
         hot.load(1, 30)
+        probe.refresh()  # the server reads in the background; here, right after the change
         status, body = probe.health()
         assert status == 503 and "lag of 30 ledgers exceeds service.max_lag_ledgers (20)" in body["reasons"]
         hot.execute("DROP TABLE trades_row_v1")
         for _ in range(3):
             assert flush(hot).is_failed()
+        probe.refresh()
         status, body = probe.health()
         assert status == 503 and "the last 3 flushes failed" in body["reasons"], body
         assert body["flush_count"] == 0 and body["last_watermark"] == 30
@@ -338,6 +340,7 @@ def test_health_turns_unhealthy_on_repeated_failures_lag_and_unreachable_servers
     hot.config = write_config(hot, ducklake={"catalog_path": "host=127.0.0.1 port=1 dbname=c user=u password=sekret"})
     probe, pool = _probe(hot.settings())
     try:
+        probe.refresh()
         status, body = probe.health()
         assert status == 503 and any("DuckLake catalog u@127.0.0.1:1/c unreachable" in r for r in body["reasons"])
         assert "sekret" not in json.dumps(body)

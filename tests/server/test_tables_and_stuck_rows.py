@@ -20,7 +20,8 @@ def _health_and_metrics(hot) -> tuple[int, dict, str]:
     """/health and /metrics as the service computes them (same probe and collector), without starting `serve`."""
     settings = hot.settings()
     with make_pool(settings.postgres) as pool:
-        probe = HealthProbe(settings, pool, lambda: None)
+        probe = HealthProbe(settings, pool, lambda: None, interval_seconds=600)
+        probe.refresh()  # the server reads in the background; here, now
         status, body = probe.health()
         metrics_registry = CollectorRegistry(auto_describe=False)
         metrics_registry.register(StateCollector(probe))
