@@ -1,4 +1,4 @@
-"""The console commands a newcomer uses first: --help, init, status."""
+"""The console commands a newcomer uses first: init, status (--help is in tests/unit/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,6 @@ from flusher.registry import registry
 from tests.helpers import flush
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-
-def test_help_names_every_command(hot):
-    result = hot.run_cli("--help", config=False)
-    assert result.returncode == 0
-    for command in ("flush", "init", "status", "blocks", "serve", "alerts", "demo"):
-        assert command in result.stdout
-    assert "exactly once" in result.stdout
 
 
 def test_init_creates_the_lake_tables_and_never_drops_them(hot):

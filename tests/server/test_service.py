@@ -1,4 +1,7 @@
-"""Running it as a service, against a real `prefect server start`: deployment, schedule, health, shutdown, alerts."""
+"""Running it as a service, against a real `prefect server start`: deployment, schedule, health, shutdown, alerts.
+
+prefect.yaml and automations/*.yaml themselves are checked in tests/unit (test_prefect_yaml.py, test_automations.py).
+"""
 
 from __future__ import annotations
 
@@ -13,34 +16,13 @@ import httpx
 import pytest
 import yaml
 
-from flusher.app.deployment_spec import effective_interval, entrypoint_flow, load_deployment
+from flusher.app.deployment_spec import load_deployment
 from tests.helpers import ENABLED, ROOT, delete_automations, flush, write_config
 from tests.prefect_server import free_port
 from tests.webhook import WebhookReceiver
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
-
-
-def test_prefect_yaml_declares_valid_flush_and_maintenance_deployments():
-    spec = load_deployment(ROOT / "prefect.yaml")
-    assert entrypoint_flow(spec).name == "bronze-flush"
-    assert 300 <= spec.interval_seconds <= 3600 and spec.interval_seconds == 600
-    assert spec.concurrency_limit == 1 and spec.collision_strategy == "CANCEL_NEW"
-    assert "bronze" in spec.tags
-    maintenance = load_deployment(ROOT / "prefect.yaml", "bronze-maintenance")
-    assert entrypoint_flow(maintenance).name == "bronze-maintenance"
-    assert maintenance.cron and maintenance.interval_seconds is None
-
-
-def test_the_config_cannot_disagree_with_the_schedule(hot):
-    from flusher.config import ConfigError
-
-    spec = load_deployment(ROOT / "prefect.yaml")
-    assert effective_interval(spec, hot.settings()) == 600  # the key is not set: prefect.yaml rules
-    hot.config = write_config(hot, service={"flush_interval_minutes": 15})
-    with pytest.raises(ConfigError, match="the schedule lives in prefect.yaml"):
-        effective_interval(spec, hot.settings())
 
 
 def test_a_deployment_run_with_an_unknown_table_is_refused_before_a_flow_run_exists(hot):
