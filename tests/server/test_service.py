@@ -1,6 +1,7 @@
 """Running it as a service, against a real `prefect server start`: deployment, schedule, health, shutdown, alerts.
 
-prefect.yaml and automations/*.yaml themselves are checked in tests/unit (test_prefect_yaml.py, test_automations.py).
+prefect.yaml and automations/*.yaml themselves are checked in tests/unit (test_prefect_yaml.py, test_automations.py);
+the registered deployment and its parameter schema in tests/harness/test_deployment.py.
 """
 
 from __future__ import annotations
@@ -14,39 +15,13 @@ import time
 
 import httpx
 import pytest
-import yaml
 
-from flusher.app.deployment_spec import load_deployment
 from tests.helpers import ENABLED, ROOT, delete_automations, flush, write_config
 from tests.prefect_server import free_port
 from tests.webhook import WebhookReceiver
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 FAST_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
-
-
-def test_a_deployment_run_with_an_unknown_table_is_refused_before_a_flow_run_exists(hot):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.deployments import run_deployment
-
-    from flusher.app.service import build_deployment
-
-    raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    assert all(d.get("enforce_parameter_schema", True) for d in raw["deployments"]), "the API must check parameters"
-    deployment = build_deployment(load_deployment(ROOT / "prefect.yaml"), hot.config)  # what `serve` registers
-    assert deployment.enforce_parameter_schema
-    deployment_id = deployment.apply()
-    try:
-        with pytest.raises(Exception, match="trades_row_v9"):
-            run_deployment("bronze-flush/bronze-flush", parameters={"tables": ["trades_row_v9"]}, timeout=0)
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-            )
-        assert not [r for r in runs if "trades_row_v9" in str(r.parameters)], "no flow run, so no failure alert"
-    finally:
-        _forget_deployments()
 
 
 def _prefect(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
