@@ -33,3 +33,11 @@ def test_status_shows_hot_rows_flushed_rows_and_the_last_batch(hot):
     assert set(lines) == set(registry()), "every known table, by default"
     assert lines["ledgers_row_v2"][1:5] == ["2", "4", "1", "confirmed"]
     assert "flushes: 1 completed, 0 failed" in result.stdout
+
+
+def test_in_process_flows_use_the_sessions_prefect_server(prefect_api):
+    """Also after tests/harness ran in this process (as on an xdist worker): CLI children and in-process runs must
+    share one API, or the alert and secret tests read an API the runs never wrote to."""
+    from prefect.settings import get_current_settings
+
+    assert get_current_settings().api.url == prefect_api

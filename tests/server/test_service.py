@@ -245,7 +245,9 @@ def test_serve_runs_the_schedule_reports_health_and_metrics_and_shuts_down_grace
 
 def test_a_second_sigterm_exits_at_once_and_the_next_start_converges(hot):
     hot.load(1, 10)
-    service = Service(hot, interval=5, failpoints="after_lake_commit:ledgers_row_v2=sleep=30")
+    # The run sleeps after a lake commit, so it is in flight when both signals arrive (1.5 s after it took the lock);
+    # the orphaned run then sleeps on after the service has gone, and the test waits for it: 10 s, not 30.
+    service = Service(hot, interval=5, failpoints="after_lake_commit:ledgers_row_v2=sleep=10")
     try:
         deadline = time.monotonic() + 120
         while not _flush_in_flight(hot) and time.monotonic() < deadline:
