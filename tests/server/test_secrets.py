@@ -289,7 +289,15 @@ def test_a_deployment_run_reads_its_config_only_from_flusher_config_or_the_confi
     (allowed / "other.yaml").write_text(hot.config.read_text())
     (allowed / "sneaky.yaml").symlink_to(secretish)
     worker_env = {**os.environ, "FLUSHER_CONFIG": str(hot.config), "FLUSHER_CONFIG_DIR": str(allowed)}
-    build_deployment(load_deployment(ROOT / "prefect.yaml"), hot.config).apply()
+    deployment_id = build_deployment(load_deployment(ROOT / "prefect.yaml"), hot.config).apply()
+    # The pull step `prefect deploy` registers for a local project. Without one, `prefect flow-run execute` "downloads"
+    # the deployment's path (this checkout, .venv included) onto itself: ~40 s per run.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    with get_client(sync_client=True) as client:
+        pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+        client.update_deployment(deployment_id, DeploymentUpdate(pull_steps=pull))
 
     def run(config_path: str) -> Any:
         flow_run = run_deployment("bronze-flush/bronze-flush", parameters={"config_path": config_path}, timeout=0)
@@ -318,10 +326,8 @@ def test_a_deployment_run_reads_its_config_only_from_flusher_config_or_the_confi
             leaked = [w for w in ("ShadowA7f3q9", "ShadowB8k2w1", "ShadowC9m4v2", "root:", "/bin/") if w in text]
             assert not leaked, leaked
     finally:
-        from prefect.client.orchestration import get_client
-
         with get_client(sync_client=True) as client:
-            client.delete_deployment(client.read_deployment_by_name("bronze-flush/bronze-flush").id)
+            client.delete_deployment(deployment_id)
 
 
 # --- the alert webhook's token: from the environment, stored as a block secret ------------------------------------
