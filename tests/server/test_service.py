@@ -101,8 +101,14 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
         assert run.parameters["tables"] == ["ledgers_row_v2"]
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
-        _forget_deployments()
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a worker slow to stop must not leave its deployments to the next test
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+            raise
+        finally:
+            _forget_deployments()
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
