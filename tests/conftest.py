@@ -41,6 +41,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         layer = next((part for part in item.path.parts[::-1] if part in LAYERS), "server")
         item.add_marker(getattr(pytest.mark, layer))
+        if layer == "harness":  # one xdist worker runs them all (`make test` uses --dist loadgroup): one harness start
+            item.add_marker(pytest.mark.xdist_group("harness"))
         used = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if layer != "server" and used:
             raise pytest.UsageError(
