@@ -27,9 +27,9 @@ lint: install
 
 # The whole suite after lint, in three layers (README "Tests"): tests/unit (no servers), tests/harness (Prefect's
 # in-process test harness), tests/server (real PostgreSQL, Prefect server and S3). Two workers, each with its own
-# PostgreSQL, Prefect server and S3 server (session fixtures are per process).
+# PostgreSQL, Prefect server and S3 server (session fixtures are per process); tests/harness all go to one worker.
 test: lint
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # The unit layer: no servers, seconds.
 test-fast: install

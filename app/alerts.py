@@ -16,6 +16,9 @@ DEFAULT_BLOCK = "flusher-alerts"
 WEBHOOK_URL_ENV = "FLUSHER_ALERT_WEBHOOK_URL"
 # Names of the block's secret values that the URL template refers to (CustomWebhookNotificationBlock.secrets).
 USERINFO, PATH = "webhook_userinfo", "webhook_path"
+# The windows (`within`) in automations/*.yaml are written for the default schedule, every 10 minutes (3 intervals =
+# 1800 s), so each file is a plain Prefect automation document; `alerts` scales them to the schedule in prefect.yaml.
+WINDOWS_WRITTEN_FOR_SECONDS = 600
 
 
 def webhook_url_from(argument: str | None, env_name: str | None, environ: dict[str, str] | None = None) -> str | None:
@@ -90,13 +93,17 @@ def ensure_webhook_block(name: str, url: str | None) -> UUID:
         ) from None
 
 
-def load_automation(path: Path, block_id: UUID, within_seconds_per_interval: int) -> dict[str, Any]:
-    """One automation spec from YAML, with the block and the proactive window filled in."""
+def scaled_window(within_seconds: float, interval_seconds: int) -> int:
+    """A trigger's window written for the default schedule, in seconds for a schedule of `interval_seconds`."""
+    return round(within_seconds * interval_seconds / WINDOWS_WRITTEN_FOR_SECONDS)
+
+
+def load_automation(path: Path, block_id: UUID, interval_seconds: int) -> dict[str, Any]:
+    """One automation document from YAML, with the notification block filled in and its window rescaled."""
     spec = yaml.safe_load(path.read_text())
     trigger = spec["trigger"]
-    intervals = trigger.pop("within_intervals", None)
-    if intervals is not None:
-        trigger["within"] = int(intervals) * within_seconds_per_interval
+    if trigger.get("within"):
+        trigger["within"] = scaled_window(float(trigger["within"]), interval_seconds)
     for action in spec["actions"]:
         if action["type"] == "send-notification":
             action["block_document_id"] = str(block_id)

@@ -40,6 +40,8 @@ def load_deployment(path: Path, name: str = DEPLOYMENT) -> DeploymentSpec:
     if not found:
         raise ConfigError(f"{path} declares no deployment named {name!r}")
     raw = found[0]
+    if not raw.get("entrypoint"):
+        raise ConfigError(f"{path}: deployment {name!r} has no entrypoint (file.py:flow_function)")
     schedules = raw.get("schedules") or []
     if len(schedules) != 1 or not ({"interval", "cron"} & set(schedules[0])):
         raise ConfigError(f"{path}: deployment {name!r} needs exactly one interval or cron schedule")

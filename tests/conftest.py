@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -40,6 +41,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         layer = next((part for part in item.path.parts[::-1] if part in LAYERS), "server")
         item.add_marker(getattr(pytest.mark, layer))
+        if layer == "harness":  # one xdist worker runs them all (`make test` uses --dist loadgroup): one harness start
+            item.add_marker(pytest.mark.xdist_group("harness"))
         used = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if layer != "server" and used:
             raise pytest.UsageError(
@@ -47,8 +50,33 @@ def pytest_collection_modifyitems(config, items):
             )
 
 
+def pytest_collection_finish(session):
+    """Launch the session's Prefect server as soon as a test will need it: its ~10 s start-up overlaps PostgreSQL's
+    and the first tests' set-up instead of following them. The prefect_api fixture waits for it."""
+    is_xdist_controller = session.config.getoption("numprocesses", None) and not hasattr(session.config, "workerinput")
+    if (
+        not is_xdist_controller
+        and not session.config.option.collectonly
+        and any("prefect_api" in getattr(i, "fixturenames", ()) for i in session.items)
+    ):
+        _prefect_server().launch()
+
+
 def pytest_sessionfinish(session, exitstatus):
+    if _PREFECT_SERVER:
+        _PREFECT_SERVER[0].stop()
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
+
+_PREFECT_SERVER: list = []  # the one PrefectServer of this process, once made
+
+
+def _prefect_server():
+    from tests.prefect_server import PrefectServer
+
+    if not _PREFECT_SERVER:
+        _PREFECT_SERVER.append(PrefectServer(_SESSION_TMP / "prefect"))
+    return _PREFECT_SERVER[0]
 
 
 @pytest.fixture(scope="session")
@@ -68,16 +96,24 @@ def pg_admin_uri() -> str:
 @pytest.fixture(scope="session")
 def prefect_api() -> str:
     """A real `prefect server start` (SQLite, loopback) for the session; subprocesses find it via the env."""
-    from tests.prefect_server import PrefectServer
-
-    server = PrefectServer(_SESSION_TMP / "prefect")
+    server = _prefect_server()  # launched at the end of collection; this waits until it answers
     server.start()
     os.environ.update(server.env)
+    _refresh_prefect_settings()
     try:
         yield server.url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+        _refresh_prefect_settings()
         server.stop()
+
+
+def _refresh_prefect_settings() -> None:
+    """Make in-process Prefect read the environment again. Prefect reads its settings once, at import: if something
+    imported it before the API URL was set (tests/harness on the same xdist worker), in-process flows would otherwise
+    start a temporary server of their own instead of using the session's, which the CLI's child processes use."""
+    if "prefect.context" in sys.modules:
+        sys.modules["prefect.context"].refresh_global_settings_context()
 
 
 def _hot_env(admin_uri: str, tmp_path: Path, encoding: str | None = None):

@@ -47,7 +47,10 @@ class PrefectServer:
         self._server_env.pop("PREFECT_API_URL", None)
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120) -> None:
+    def launch(self) -> None:
+        """Start the server process without waiting for it (start() waits; the test session launches it early)."""
+        if self.process is not None:
+            return
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start"],
@@ -56,6 +59,10 @@ class PrefectServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def start(self, timeout: float = 120) -> None:
+        """Launch the server if not yet launched, and wait until its API answers."""
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,4 +1,11 @@
-"""Prefect's in-process test harness (its own SQLite API server) for the session, kept out of the user's home."""
+"""The Prefect layer: Prefect's own test harness (a throw-away API on a temporary SQLite database) for every test in
+tests/harness. No PostgreSQL, no separately started `prefect server start`.
+
+Package scope, not session: the harness overrides the API URL for this process while it is active, and in
+`make test` the same worker goes on to tests/server, whose in-process flows must reach the real server that their
+CLI child processes use. PREFECT_HOME stays in the temporary folder tests/conftest.py set; checked here, so that no
+harness test writes under ~/.prefect.
+"""
 
 from __future__ import annotations
 
@@ -24,18 +31,14 @@ def prefect_paths() -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package", autouse=True)
 def prefect_harness():
-    """prefect_test_harness for the whole session, once it is clear Prefect writes under the session's temp folder.
-
-    tests/conftest.py sets PREFECT_HOME to a temporary folder before Prefect is imported; the harness keeps its
-    database in a temporary folder of its own. Checked here, so that no harness test writes under ~/.prefect.
-    """
+    """prefect_test_harness for tests/harness, once it is clear Prefect writes under the session's temp folder."""
     from prefect.testing.utilities import prefect_test_harness
 
     expected = Path(os.environ["PREFECT_HOME"]).resolve()
     home = Path.home().resolve()
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):
         paths = prefect_paths()
         assert paths["PREFECT_HOME"].resolve() == expected, paths
         for name, path in paths.items():

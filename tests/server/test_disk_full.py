@@ -11,11 +11,10 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from flusher.failed_write import explain_disk_full, remove_failed_write
+from flusher.failed_write import remove_failed_write
 from flusher.lake import LakeSession
 from tests.helpers import HotEnv, flush, write_config
 
@@ -152,15 +151,3 @@ def test_cleanup_removes_only_new_unreferenced_files_of_the_failed_table(hot: Ho
     assert old.exists() and other_stray.exists()
     assert not new_partition.exists() and own.is_dir()
     hot.assert_exactly_once([TABLE, OTHER])
-
-
-def test_remote_data_path_is_left_alone() -> None:
-    session = SimpleNamespace(settings=SimpleNamespace(ducklake=SimpleNamespace(data_path="s3://b/p/", is_remote=True)))
-    assert remove_failed_write(session, TABLE, time.time()) is None  # type: ignore[arg-type]
-
-
-def test_only_a_full_disk_is_reworded() -> None:
-    assert explain_disk_full("IO Error: permission denied", "/lake/") == "IO Error: permission denied"
-    reworded = explain_disk_full('IO Error: Could not write file "x": No space left on device', "/lake/")
-    assert reworded.startswith("the lake's data path /lake/ is out of space")
-    assert reworded.endswith("No space left on device")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,27 @@ def test_a_value_the_lake_rejects_fails_that_table_only(hot):
     assert hot.assert_exactly_once()["effects_row_v1"] == 30
 
 
+def _waiting_for_the_lock_since(hot, waiting: subprocess.Popen, log: Path, timeout: float = 120):
+    """The database time at which a session other than the lock holder was seen polling for the flusher lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if waiting.poll() is not None:
+            raise AssertionError(f"the second flush exited instead of waiting: {log.read_text()[-3000:]}")
+        rows = hot.execute(
+            "SELECT now() FROM pg_stat_activity w WHERE w.datname = current_database() "
+            "AND w.query LIKE 'SELECT pg_try_advisory_lock(%%' AND w.pid <> pg_backend_pid() "
+            "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = w.pid AND l.locktype = 'advisory' AND l.granted)"
+        )
+        if rows:
+            return rows[0][0]
+        time.sleep(0.1)
+    raise AssertionError("no second flush polled for the lock")
+
+
 def test_overlapping_flushes_never_interleave(hot):
+    """One run at a time (C6): a run that finds the lock taken skips by default, and with flush.lock_wait_seconds it
+    waits for the holder to finish, then flushes what arrived meanwhile. A skipped run also exits 0 and writes no run
+    row, so the waiting run is proved by its own run row, not by its exit code."""
     hot.load(1, 10)
     go_on = hot.tmp / "first-may-go-on"
     env = {"FLUSHER_FAILPOINTS": f"after_mark=until={go_on}"}  # the first flush holds the lock until we say so
@@ -75,6 +96,7 @@ def test_overlapping_flushes_never_interleave(hot):
         stdout=first_log.open("w"),
         stderr=subprocess.STDOUT,
     )
+    waiting = None
     try:
         wait_for_flusher_lock(hot)
         skipped = flush(hot)
@@ -87,18 +109,26 @@ def test_overlapping_flushes_never_interleave(hot):
             stdout=waiting_log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        time.sleep(2)  # let it reach the lock and wait (if it were faster, the assertions below still hold)
+        polling_since = _waiting_for_the_lock_since(hot, waiting, waiting_log)
+        hot.load(11, 5)  # above the first run's watermark: only the waiting run can move these
+        time.sleep(1.5)  # it keeps waiting (a run that gave up would have let go of its session by now)
+        _waiting_for_the_lock_since(hot, waiting, waiting_log, timeout=0.5)  # still polling, not gone
         go_on.touch()
-        assert waiting.wait(timeout=180) == 0, waiting_log.read_text()[-3000:]
         assert first.wait(timeout=120) == 0, first_log.read_text()[-3000:]
+        assert waiting.wait(timeout=180) == 0, waiting_log.read_text()[-3000:]
     finally:
-        first.kill()
-    # A skipped run also exits 0 and writes no run row: the waiting flush must have waited and then flushed.
+        go_on.touch()
+        for process in (first, waiting):
+            if process and process.poll() is None:
+                process.kill()
+                process.wait()
     assert "Skipped" not in waiting_log.read_text(), waiting_log.read_text()[-3000:]
-    runs = hot.execute("SELECT batch_id, status, started_at, finished_at FROM flusher_state.runs ORDER BY batch_id")
-    assert [status for _, status, _, _ in runs] == ["completed", "completed"], runs
-    for (_, _, _, finished), (_, _, started, _) in zip(runs, runs[1:], strict=False):
-        assert finished <= started, "a run started before the previous one finished"
+    runs = hot.execute("SELECT status, watermark, started_at, finished_at FROM flusher_state.runs ORDER BY batch_id")
+    assert [(status, watermark) for status, watermark, _, _ in runs] == [("completed", 10), ("completed", 15)], runs
+    (_, _, _, first_finished), (_, _, second_started, _) = runs
+    assert polling_since < first_finished, "the second run was already waiting while the first held the lock"
+    assert first_finished <= second_started, "the second run took the lock only after the first finished"
+    assert all(hot.hot_count_at_or_below(t, 15) == 0 for t in ENABLED), "the waiting run moved the rows that arrived"
     hot.assert_exactly_once()
 
 

@@ -8,7 +8,8 @@ from flusher.lake import LakeError, LakeSession
 from flusher.plan import Parallelism
 from tests.helpers import ENABLED, flush, write_config
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+# prefect_api per test: the tests that only open the lake need no Prefect server.
+PREFECT = pytest.mark.usefixtures("prefect_api")
 
 
 def _with_concurrency(settings, concurrency: int):
@@ -19,6 +20,7 @@ def _snapshot_ids(hot) -> list[int]:
     return [r[0] for r in hot.execute("SELECT snapshot_id FROM bronze_meta.ducklake_snapshot ORDER BY 1")]
 
 
+@PREFECT
 def test_init_and_flush_reruns_keep_tables_and_history(hot):
     hot.load(1, 5)
     assert flush(hot).is_completed()
@@ -57,6 +59,7 @@ def test_existing_unpartitioned_tables_get_partitioned_and_a_choice_is_kept(hot)
         assert len(_snapshot_ids(hot)) == before, "an already partitioned table is not altered again"
 
 
+@PREFECT
 def test_an_older_catalog_format_is_never_migrated_without_the_setting(hot):
     with LakeSession(hot.settings(), attach_hot=False) as lake:
         lake.ensure_tables(["ledgers_row_v2"])
@@ -73,6 +76,7 @@ def test_an_older_catalog_format_is_never_migrated_without_the_setting(hot):
     assert hot.hot_count_at_or_below("ledgers_row_v2", 3) == 3
 
 
+@PREFECT
 def test_configured_parquet_options_reach_the_files_and_are_set_once(hot):
     hot.config = write_config(hot, ducklake={"parquet_compression": "zstd", "parquet_row_group_size": 4096})
     hot.load(1, 10)

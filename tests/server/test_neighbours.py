@@ -12,7 +12,8 @@ from psycopg import sql
 from flusher.embedded import create_database
 from tests.helpers import ENABLED, flush, write_config
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+# prefect_api per test: reading /health and /metrics needs no Prefect server.
+PREFECT = pytest.mark.usefixtures("prefect_api")
 
 # Exactly what stellar-query-api/go/network_stats.go runs on the hot database (unqualified: the default search_path).
 GO_QUERY_API_SQL = "SELECT last_flushed_watermark FROM cold_flusher_checkpoint WHERE id = 1"
@@ -39,6 +40,7 @@ def _hot_counts(hot) -> dict[str, int]:
 # --- item 7: cold_flusher_checkpoint -------------------------------------------------------------------------------
 
 
+@PREFECT
 def test_the_query_api_split_advances_after_a_clean_run(hot):
     hot.load(1, 10)
     assert flush(hot).is_completed()
@@ -54,6 +56,7 @@ def test_the_query_api_split_advances_after_a_clean_run(hot):
     ]
 
 
+@PREFECT
 def test_a_failed_table_holds_the_split_back_until_a_good_run(hot, monkeypatch):
     hot.config = write_config(hot, flush={"tables": ENABLED})  # named tables: a missing one fails, not skipped
     hot.load(1, 10)
@@ -74,6 +77,7 @@ def test_a_failed_table_holds_the_split_back_until_a_good_run(hot, monkeypatch):
     hot.assert_exactly_once([t for t in ENABLED if t != "offers_snapshot_v1"])
 
 
+@PREFECT
 def test_an_existing_go_checkpoint_table_is_reused_and_never_lowered(hot):
     hot.execute(GO_DDL)
     hot.execute(GO_FIRST_ROW)
@@ -133,6 +137,7 @@ def _with_downstream(hot, downstream, **service) -> None:
     hot.config = write_config(hot, downstream=downstream, **({"service": service} if service else {}))
 
 
+@PREFECT
 def test_the_watermark_stops_at_the_consumer_checkpoint_and_moves_on_with_it(hot, consumer):
     consumer.set(6)
     _with_downstream(hot, consumer.go_section())
@@ -151,6 +156,7 @@ def test_the_watermark_stops_at_the_consumer_checkpoint_and_moves_on_with_it(hot
     hot.assert_exactly_once()
 
 
+@PREFECT
 def test_two_consumers_the_lowest_checkpoint_wins(hot, consumer):
     consumer.set(8)
     dsn = consumer.uri  # a DSN (secret), and a query instead of table/column
@@ -168,6 +174,7 @@ def test_two_consumers_the_lowest_checkpoint_wins(hot, consumer):
     hot.assert_exactly_once()
 
 
+@PREFECT
 @pytest.mark.parametrize("value", [0, None, -3])
 def test_a_checkpoint_at_or_below_zero_or_null_skips_the_run(hot, consumer, value):
     consumer.set(value)
@@ -182,6 +189,7 @@ def test_a_checkpoint_at_or_below_zero_or_null_skips_the_run(hot, consumer, valu
     assert hot.execute("SELECT status FROM flusher_state.runs ORDER BY batch_id DESC LIMIT 1")[0][0] == "skipped"
 
 
+@PREFECT
 def test_an_unreachable_consumer_skips_the_run_and_never_shows_its_password(hot, consumer):
     _with_downstream(hot, consumer.go_section(host="127.0.0.1", port=1, password=SECRET))
     hot.load(1, 10)
@@ -257,42 +265,3 @@ def test_health_and_metrics_show_each_consumer(hot, consumer):
         ), body
     finally:
         probe.reader.pool.close()
-
-
-def test_the_go_services_downstream_section_is_accepted_as_it_is():
-    from flusher.config import settings_from_mapping
-
-    go_config = {  # the Go service's keys (config.go DownstreamConfig), sslmode left to its default
-        "service": {"name": "postgres-ducklake-flusher", "health_port": 8089, "flush_interval_minutes": 10},
-        "postgres": {
-            "host": "localhost",
-            "port": 5434,
-            "database": "stellar_hot",
-            "user": "stellar",
-            "password": "stellar_dev_password",
-            "sslmode": "disable",
-        },
-        "ducklake": {
-            "catalog_path": "postgresql://user:pass@host:5432/catalog_db",
-            "data_path": "s3://bucket-name/path/",
-            "catalog_name": "testnet_catalog",
-            "schema_name": "bronze",
-            "metadata_schema": "bronze_meta",
-        },
-        "vacuum": {"enabled": True, "every_n_flushes": 10},
-        "downstream": {
-            "host": "localhost",
-            "port": 5434,
-            "database": "silver_hot",
-            "user": "stellar",
-            "password": "stellar_dev_password",
-            "table": "realtime_transformer_checkpoint",
-            "column": "last_ledger_sequence",
-        },
-    }
-    settings = settings_from_mapping(go_config, "go.yaml", {"FLUSHER_DOWNSTREAM_PASSWORD": "from-env"})
-    [only] = settings.downstream
-    assert only.sslmode == "require" and only.describe() == "stellar@localhost:5434/silver_hot"
-    assert only.password.get_secret_value() == "from-env" and "from-env" not in repr(settings)
-    unset = {**go_config, "downstream": {"host": "", "port": 0, "table": "", "column": ""}}
-    assert settings_from_mapping(unset, "go.yaml", {}).downstream == [], "an empty Go section means no consumer"

@@ -10,7 +10,8 @@ import pytest
 from flusher.lake import LakeError, LakeSession
 from tests.helpers import ENABLED, flush, write_config
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+# prefect_api per test: the tests that only open the lake need no Prefect server.
+PREFECT = pytest.mark.usefixtures("prefect_api")
 
 
 def _use_s3(hot, s3, **overrides) -> str:
@@ -19,6 +20,7 @@ def _use_s3(hot, s3, **overrides) -> str:
     return prefix
 
 
+@PREFECT
 def test_a_flush_to_s3_moves_every_row_exactly_once_into_ledger_range_partitions(hot, s3):
     prefix = _use_s3(hot, s3, data_inlining_row_limit=0)  # every insert to a file, however small
     hot.load(9995, 10)  # crosses the ledger_range boundary at 10000
@@ -31,6 +33,7 @@ def test_a_flush_to_s3_moves_every_row_exactly_once_into_ledger_range_partitions
     assert all(hot.hot_count_at_or_below(t, 10004) == 0 for t in ENABLED)
 
 
+@PREFECT
 @pytest.mark.slow
 def test_sigkill_after_a_lake_commit_on_s3_converges(hot, s3):
     _use_s3(hot, s3)
@@ -65,6 +68,7 @@ def test_opening_the_lake_checks_the_data_path_and_says_what_to_fix(hot, s3, ove
     assert s3.secret not in message and "not-the-secret-key" not in message
 
 
+@PREFECT
 def test_wrong_s3_credentials_fail_the_run_before_anything_is_deleted(hot, s3):
     _use_s3(hot, s3, aws_secret_access_key="not-the-secret-key")
     loaded = hot.load(1, 5)
