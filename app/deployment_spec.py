@@ -41,7 +41,7 @@ def load_deployment(path: Path, name: str = DEPLOYMENT) -> DeploymentSpec:
         raise ConfigError(f"{path} declares no deployment named {name!r}")
     raw = found[0]
     if not raw.get("entrypoint"):
-        raise ConfigError(f"{path}: deployment {name!r} has no entrypoint (file.py:flow_function)")
+        raise ConfigError(f"{path}: deployment {name!r} has no entrypoint (module:flow_function)")
     schedules = raw.get("schedules") or []
     if len(schedules) != 1 or not ({"interval", "cron"} & set(schedules[0])):
         raise ConfigError(f"{path}: deployment {name!r} needs exactly one interval or cron schedule")
@@ -67,17 +67,20 @@ def load_deployment(path: Path, name: str = DEPLOYMENT) -> DeploymentSpec:
 
 
 def entrypoint_module(entrypoint: str) -> str:
-    """The installed module of an entrypoint's file: flows/bronze_flush.py:bronze_flush -> flusher.flows.bronze_flush.
+    """The installed module an entrypoint names: flusher.flows.bronze_flush:bronze_flush as it is; a file path
+    (flows/bronze_flush.py:bronze_flush) as the module the package installs it as (flusher.flows.bronze_flush).
 
     The folders of the checkout are installed inside the `flusher` package (pyproject.toml), so this works from any
     working directory, not only from the checkout's root.
     """
-    path = entrypoint.partition(":")[0].removesuffix(".py")
-    return "flusher." + path.replace("/", ".")
+    path = entrypoint.partition(":")[0]
+    if not path.endswith(".py"):
+        return path
+    return "flusher." + path.removesuffix(".py").replace("/", ".")
 
 
 def entrypoint_flow(spec: DeploymentSpec):
-    """The flow object an entrypoint like flows/bronze_flush.py:bronze_flush names."""
+    """The flow object an entrypoint like flusher.flows.bronze_flush:bronze_flush names."""
     return getattr(importlib.import_module(entrypoint_module(spec.entrypoint)), spec.entrypoint.partition(":")[2])
 
 

@@ -63,14 +63,23 @@ def _wait_for_run(flow_run_id: str, timeout: float = 180) -> dict:
 
 
 def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
+    """Deployed without $FLUSHER_CONFIG; the worker has it, and runs from a folder that is not the checkout."""
     hot.load(1, 10)
-    env = {"FLUSHER_CONFIG": str(hot.config), **FAST_POLLING}
+    assert "FLUSHER_CONFIG" not in os.environ
     _prefect("work-pool", "create", "flusher-pool", "--type", "process", "--overwrite")
-    _prefect("deploy", "--all", env=env)
+    _prefect("deploy", "--all", env=FAST_POLLING)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        stored = client.read_deployment_by_name("bronze-flush/bronze-flush")
+    assert "FLUSHER_CONFIG" not in str(stored.job_variables), "the worker's own $FLUSHER_CONFIG must apply"
+    assert stored.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
+    elsewhere = hot.tmp / "worker-folder"
+    elsewhere.mkdir()
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "flusher-pool"],
-        cwd=ROOT,
-        env={**os.environ, **env},
+        cwd=elsewhere,
+        env={**os.environ, "FLUSHER_CONFIG": str(hot.config), **FAST_POLLING},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

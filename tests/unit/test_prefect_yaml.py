@@ -38,7 +38,11 @@ def check_prefect_yaml(path: Path) -> None:
     if set(document) - TOP_LEVEL:
         raise ValueError(f"keys prefect deploy ignores: {sorted(set(document) - TOP_LEVEL)}")
     PrefectYamlModel.model_validate(document)
+    _check_pull_steps(document.get("pull"))
     for raw in document["deployments"]:
+        env = ((raw.get("work_pool") or {}).get("job_variables") or {}).get("env") or {}
+        if "FLUSHER_CONFIG" in env:  # `{{ $FLUSHER_CONFIG }}` is resolved when deploying: '' where it is unset
+            raise ValueError(f"deployment {raw.get('name')!r} stores FLUSHER_CONFIG, overriding the worker's own")
         ignored = set(raw) - set(DeploymentConfig.model_fields)  # Prefect drops unknown keys without a word
         if ignored:
             raise ValueError(f"deployment {raw.get('name')!r}: keys prefect deploy ignores: {sorted(ignored)}")
@@ -52,8 +56,33 @@ def check_prefect_yaml(path: Path) -> None:
         validate(spec.parameters, entrypoint_flow(spec).parameters.model_dump(), raise_on_error=True)
 
 
+def _check_pull_steps(steps: list[dict[str, Any]] | None) -> None:
+    """A worker must run the deployment from wherever it starts: no folder of the deploying machine in it."""
+    if not steps:
+        raise ValueError("no pull step: prefect deploy would store its own working directory in the deployment")
+    for step in steps:
+        for name, arguments in step.items():
+            folder = (arguments or {}).get("directory")
+            if folder is not None and Path(str(folder)).is_absolute():
+                raise ValueError(f"pull step {name} bakes the folder {folder} into the deployment")
+
+
 def test_prefect_yaml_is_valid():
     check_prefect_yaml(PREFECT_YAML)
+
+
+def test_the_docker_variant_is_valid_and_schedules_the_same_deployments():
+    docker = ROOT / "prefect.docker.yaml"
+    check_prefect_yaml(docker)
+    same = ("entrypoint", "schedules", "parameters", "concurrency_limit", "tags", "description")
+    for ours, theirs in zip(
+        yaml.safe_load(PREFECT_YAML.read_text())["deployments"],
+        yaml.safe_load(docker.read_text())["deployments"],
+        strict=True,
+    ):
+        assert ours["name"] == theirs["name"]
+        assert {k: ours.get(k) for k in same} == {k: theirs.get(k) for k in same}, ours["name"]
+        assert theirs["work_pool"]["job_variables"]["image"].startswith("postgres-ducklake-flusher")
 
 
 def test_prefect_yaml_declares_the_flush_and_maintenance_deployments():
@@ -108,6 +137,17 @@ MUTATIONS = {
     "a collision strategy Prefect lacks": (
         lambda d: _deployment(d, DEPLOYMENT)["concurrency_limit"].update(collision_strategy="QUEUE"),
         "collision_strategy",
+    ),
+    "a deployment storing FLUSHER_CONFIG": (
+        lambda d: _deployment(d, DEPLOYMENT)["work_pool"].update(
+            job_variables={"env": {"FLUSHER_CONFIG": "{{ $FLUSHER_CONFIG }}"}}
+        ),
+        "overriding the worker's own",
+    ),
+    "no pull step": (lambda d: d.pop("pull"), "no pull step"),
+    "a pull step with the deploying machine's folder": (
+        lambda d: d.update(pull=[{"prefect.deployments.steps.set_working_directory": {"directory": "/home/me/x"}}]),
+        "bakes the folder /home/me/x",
     ),
     "parameters not enforced": (
         lambda d: _deployment(d, DEPLOYMENT).update(enforce_parameter_schema=False),
