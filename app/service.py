@@ -9,6 +9,7 @@ protocol makes even that safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psutil
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -29,12 +31,14 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, StateType
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
 from prefect.runner import Runner
+from prefect.states import Crashed
 
 from flusher.app.deployment_spec import DeploymentSpec, effective_interval, entrypoint_flow
 from flusher.app.health import HealthProbe, HealthServer
 from flusher.blocks.settings import CONFIG_ENV
-from flusher.config import Settings
+from flusher.config import ConfigError, Settings
 from flusher.flows.bronze_flush import bronze_flush
 from flusher.hot import make_pool
 
@@ -79,8 +83,36 @@ class RunnerThread:
         if poller is not None:
             poller.stopping = True
 
+    def _processes(self) -> dict[UUID, int]:
+        """The runs in flight and their process ids.
+
+        Prefect 3.8's runner keeps them in two private maps (the scheduled-run path in its process manager, the
+        execute path in its own); pinned to prefect <3.9, checked by the service tests.
+        """
+        found = {run: entry["pid"] for run, entry in (getattr(self.runner, "_flow_run_process_map", {}) or {}).items()}
+        manager = getattr(self.runner, "_process_manager", None)
+        for run, handle in (getattr(manager, "_process_map", {}) or {}).items():
+            if handle.pid is not None:
+                found.setdefault(run, handle.pid)
+        return found
+
     def runs_in_flight(self) -> int:
-        return len(getattr(self.runner, "_flow_run_process_map", {}) or {})
+        return len(self._processes())
+
+    def abandon_runs(self, reason: str, api_timeout: float = 10) -> list[UUID]:
+        """Kill the runs in flight and mark them Crashed in the API: for an exit that cannot wait for them.
+
+        Without this a run outlives the service: it dies mid-flush later (harmless: every kill converges), but stays
+        "Running" in Prefect for ever and holds the deployment's concurrency slot.
+        """
+        processes = self._processes()
+        for pid in processes.values():
+            _kill_tree(pid)
+        if processes:  # bounded: an API that does not answer must not keep the process from exiting
+            marking = threading.Thread(target=_mark_crashed, args=(list(processes), reason), daemon=True)
+            marking.start()
+            marking.join(api_timeout)
+        return list(processes)
 
     def stop(self, timeout: float = 60) -> None:
         if self.loop is not None and self.thread.is_alive():
@@ -105,6 +137,51 @@ class RunnerThread:
                 limit=1,
             )
         return runs[0].expected_start_time if runs else None
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a run's process and every process under it (the engine may run in a child of the one started)."""
+    try:
+        top = psutil.Process(pid)
+        tree = [*top.children(recursive=True), top]
+    except psutil.NoSuchProcess:
+        return
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            process.kill()
+
+
+def _mark_crashed(flow_run_ids: list[UUID], reason: str) -> None:
+    with get_client(sync_client=True) as client:
+        for flow_run_id in flow_run_ids:
+            try:
+                client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
+            except Exception as exc:  # noqa: BLE001 - exiting anyway; the next start converges
+                log.warning("could not mark flow run %s crashed: %s", flow_run_id, exc)
+
+
+def refuse_work_pool_deployments(names: list[str]) -> None:
+    """ConfigError if a deployment `serve` would register already exists in a work pool.
+
+    `serve` registers the same names; a worker of that pool would then take runs meant for this process (and fail on
+    paths only this process has), and this process would take the pool's. One mode at a time (README).
+    """
+    in_pools = []
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                deployment = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if deployment.work_pool_name:
+                in_pools.append(f"{name} (work pool {deployment.work_pool_name})")
+    if in_pools:
+        raise ConfigError(
+            f"{'deployments' if len(in_pools) > 1 else 'deployment'} {', '.join(in_pools)} "
+            f"{'belong' if len(in_pools) > 1 else 'belongs'} to a work pool, whose workers would also run what serve "
+            "schedules. Run one mode: keep the work pool (stop serve), or stop its workers and delete the "
+            f"deployment ({'; '.join(f'prefect deployment delete {n}' for n in names)}), then serve"
+        )
 
 
 def build_deployment(spec: DeploymentSpec, config_path: Path, interval_seconds: int | None = None) -> Any:
@@ -139,12 +216,14 @@ class FlusherService:
         self.extra = list(extra)  # e.g. bronze-maintenance, on its own schedule
         self.interval = interval_override or effective_interval(spec, settings)
         self.stop_requested = threading.Event()
+        self.runner: RunnerThread | None = None
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.stop_requested.is_set():
-            log.warning(
-                "Second %s: exiting now (the next start converges; nothing is lost)", signal.Signals(signum).name
-            )
+            name = signal.Signals(signum).name
+            log.warning("Second %s: stopping the runs in flight and exiting now (the next start converges)", name)
+            if self.runner is not None:
+                self.runner.abandon_runs(f"the service exited on a second {name}; the next flush converges")
             os._exit(130)
         log.info("%s received: finishing the flush in flight, then one final flush", signal.Signals(signum).name)
         self.stop_requested.set()
@@ -156,11 +235,13 @@ class FlusherService:
         # The served runs' config_path is this file: the runs (subprocesses, this environment) may read it, and, as
         # for a worker, no other file a run parameter names (flusher.blocks.settings.allowed_config_path).
         os.environ[CONFIG_ENV] = str(self.config_path.resolve())
+        specs = [self.spec, *self.extra]
+        refuse_work_pool_deployments([f"{entrypoint_flow(spec).name}/{spec.name}" for spec in specs])
         pool = make_pool(self.settings.postgres)
         try:
             deployments = [build_deployment(self.spec, self.config_path, self.interval)]
             deployments += [build_deployment(extra, self.config_path) for extra in self.extra]
-            runner = RunnerThread(deployments, self.settings.service.name)
+            runner = self.runner = RunnerThread(deployments, self.settings.service.name)
             # Before the runner: a port in use is a ConfigError (exit 2) before anything is scheduled.
             health = HealthServer(
                 HealthProbe(self.settings, pool, runner.next_scheduled_run, interval_seconds=self.interval),

@@ -49,6 +49,17 @@ def _forget_deployments() -> None:
                 pass
 
 
+def _runs_of(deployment: str) -> list:
+    """The flow runs of a deployment that have started (scheduled ones left out)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        deployment_id = client.read_deployment_by_name(deployment).id
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    return [r for r in runs if r.state and r.state.type.value not in ("SCHEDULED", "PENDING")]
+
+
 def _wait_for_run(flow_run_id: str, timeout: float = 180) -> dict:
     from prefect.client.orchestration import get_client
 
@@ -108,6 +119,12 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
         run = _wait_for_run(flow_run_id)
         assert run.state.is_completed(), run.state
         assert run.parameters["tables"] == ["ledgers_row_v2"]
+        # `serve` would register the same deployment names: it refuses while they belong to the pool.
+        refused = hot.run_cli("serve", timeout=120)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "bronze-flush/bronze-flush (work pool flusher-pool)" in refused.stderr
+        assert "belong to a work pool" in refused.stderr and "Traceback" not in refused.stderr
+        assert "prefect deployment delete bronze-flush/bronze-flush" in refused.stderr
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         try:
@@ -272,13 +289,19 @@ def test_a_second_sigterm_exits_at_once_and_the_next_start_converges(hot):
         time.sleep(0.5)
         service.signal(signal.SIGTERM)
         assert service.wait(timeout=30) == 130
+        runs = _runs_of("bronze-flush/bronze-flush")
     finally:
         if service.process.poll() is None:
             os.killpg(service.process.pid, signal.SIGKILL)
         _forget_deployments()
-    deadline = time.monotonic() + 60
-    while _flush_in_flight(hot) and time.monotonic() < deadline:  # the orphaned run may still be sleeping
-        time.sleep(0.5)
+    # The run in flight died with the service (its sleep had 10 s to go) and is marked crashed, not left "Running".
+    assert runs and not [r for r in runs if r.state.type.value == "RUNNING"], [(r.name, r.state) for r in runs]
+    crashed = [r for r in runs if r.state.type.value == "CRASHED"]
+    assert crashed and "second SIGTERM" in crashed[0].state.message
+    deadline = time.monotonic() + 5
+    while _flush_in_flight(hot) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _flush_in_flight(hot), "the run's process outlived the service"
     hot.assert_exactly_once(unconfirmed_ok=True)
     assert hot.run_cli("flush").returncode == 0
     hot.assert_exactly_once()
