@@ -245,11 +245,15 @@ class StateStore:
                     (table, undone, batch),
                 )
 
-    def record_failed(self, batch: int, table: str, error: str) -> None:
+    def record_failed(self, batch: int, table: str, error: str, watermark: int) -> None:
+        """Record the table's flush as failed, also when it failed before its batch row existed (a table missing in
+        PostgreSQL is refused before anything is written): every failure is counted and shown."""
         self._execute(
-            "UPDATE {schema}.table_batches SET status = {batch_failed}, error = %s, updated_at = now() "
-            "WHERE batch_id = %s AND table_name = %s AND status <> {batch_confirmed}",
-            (error[:2000], batch, table),
+            "INSERT INTO {schema}.table_batches (batch_id, table_name, watermark, status, error) "
+            "VALUES (%s, %s, %s, {batch_failed}, %s) "
+            "ON CONFLICT (batch_id, table_name) DO UPDATE SET status = {batch_failed}, error = EXCLUDED.error, "
+            "updated_at = now() WHERE table_batches.status <> {batch_confirmed}",
+            (batch, table, watermark, error[:2000]),
         )
 
     def confirm(self, conn: psycopg.Connection, batch: int, table: str, rows_deleted: int, seconds: float) -> None:

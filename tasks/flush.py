@@ -126,7 +126,7 @@ def flush_table(
         if isinstance(exc, duckdb.Error):  # the lake transaction rolled back; we still hold the flusher lock
             if cleaned := cleanup_message(lake, spec.name, attempt_start):
                 message = f"{message}; {redact(cleaned, password)}"
-        state.record_failed(mark.batch_id, spec.name, message)
+        state.record_failed(mark.batch_id, spec.name, message, mark.watermark)
         permanent = isinstance(exc, (PermanentTableError, SchemaMismatch))
         raise (PermanentTableError if permanent else TableFlushError)(message) from None
     seconds = time.perf_counter() - started

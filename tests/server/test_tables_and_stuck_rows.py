@@ -65,6 +65,16 @@ def test_by_default_a_known_table_missing_from_the_hot_buffer_is_skipped_not_fai
     assert named.is_failed() and "contract_code_snapshot_v1 does not exist" in named.message
     assert task_attempts(named, "contract_code_snapshot_v1") == 1
     assert hot.hot_count_at_or_below("trades_row_v1", 7) == 0
+    # Refused before anything was written for it, the failure is still recorded, counted and shown (issue 13).
+    [(status, error)] = hot.execute(
+        "SELECT status, error FROM flusher_state.table_batches WHERE table_name = 'contract_code_snapshot_v1'"
+    )
+    assert status == "failed" and "does not exist" in error
+    _, _, metrics = _health_and_metrics(hot)
+    assert 'flusher_table_failures_total{table="contract_code_snapshot_v1"} 1.0' in metrics
+    shown = hot.run_cli("status")
+    line = next(ln for ln in shown.stdout.splitlines() if ln.startswith("contract_code_snapshot_v1"))
+    assert "failed" in line and "confirmed" not in line, line
 
 
 def test_an_explicit_list_reports_the_known_tables_it_leaves_out(hot):
