@@ -274,8 +274,10 @@ def _bronze_flush(
             and settings.vacuum.enabled
             and res.state.vacuum_due(settings.vacuum.every_n_flushes)
         ):
+            # quote(): the table names are the very strings the flush tasks and the delete subflow returned, so
+            # Prefect would link them as inputs of type flow_run, which its UI cannot render (no task runs shown).
             report.vacuum_seconds = vacuum_tables(
-                quote(res.pool), quote(settings.postgres), [s.name for s in specs], plan.parallelism.delete
+                quote(res.pool), quote(settings.postgres), quote([s.name for s in specs]), plan.parallelism.delete
             )
             vacuumed = True
         status = RunStatus.FAILED if report.failed_tables or checkpoint_error else RunStatus.COMPLETED

@@ -148,3 +148,24 @@ def test_vacuum_runs_every_nth_completed_flush_counted_in_postgresql(hot):
     assert vacuumed == [False, True, False]
     last = hot.execute("SELECT last_autovacuum, last_vacuum FROM pg_stat_user_tables WHERE relname = 'ledgers_row_v2'")
     assert last[0][1] is not None, "VACUUM really ran on the hot table"
+
+
+def test_every_task_run_of_a_run_lists_inputs_the_prefect_ui_can_render(hot):
+    """Prefect's UI fails on a task input of type flow_run ("Invalid TaskInputResponse") and then lists no task runs:
+    the vacuum task's inputs were linked to the delete subflow's result."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    states = []
+    for first in (1, 11):  # every_n_flushes is 2: the second run vacuums
+        hot.load(first, 10)
+        states.append(flush(hot))
+    assert all(state.is_completed() for state in states)
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[states[-1].state_details.flow_run_id]))
+        )
+    assert "vacuum-analyze" in {run.name.rsplit("-", 1)[0] for run in runs}
+    for run in runs:
+        kinds = {type(item).__name__ for inputs in run.task_inputs.values() for item in inputs}
+        assert not {"FlowRunResult"} & kinds, f"{run.name}: inputs {run.task_inputs}"
