@@ -76,25 +76,19 @@ def test_artifact_rows_carry_the_plain_status_strings():
     assert all(type(row["status"]) is str for row in rows), "artifacts and JSON get plain strings"
 
 
+def _one_table_flushed_and_deleted() -> RunReport:
+    flushed = {"ledgers_row_v2": (_flushed("ledgers_row_v2", 3), None)}
+    deleted = {"ledgers_row_v2": (DeleteOutcome("ledgers_row_v2", 3, 0.1), None)}
+    return RunReport.build(MARK, [registry()["ledgers_row_v2"]], flushed, deleted)
+
+
 def test_a_run_with_every_table_flushed_or_empty_has_no_failures():
-    specs = [registry()["ledgers_row_v2"]]
-    report = RunReport.build(
-        MARK,
-        specs,
-        {"ledgers_row_v2": (_flushed("ledgers_row_v2", 3), None)},
-        {"ledgers_row_v2": (DeleteOutcome("ledgers_row_v2", 3, 0.1), None)},
-    )
+    report = _one_table_flushed_and_deleted()
     assert not report.failed_tables and all(line.status.ok for line in report.lines)
     assert report.headline() == "watermark 100: flushed 3 rows, deleted 3, 1/1 tables ok"
 
 
 def test_a_checkpoint_failure_leads_the_headline_too():
-    specs = [registry()["ledgers_row_v2"]]
-    report = RunReport.build(
-        MARK,
-        specs,
-        {"ledgers_row_v2": (_flushed("ledgers_row_v2", 3), None)},
-        {"ledgers_row_v2": (DeleteOutcome("ledgers_row_v2", 3, 0.1), None)},
-    )
+    report = _one_table_flushed_and_deleted()
     report.checkpoint_error = "could not advance cold_flusher_checkpoint: timeout"
     assert report.headline().startswith("FAILED: could not advance cold_flusher_checkpoint: timeout | watermark 100")
