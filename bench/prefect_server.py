@@ -39,8 +39,20 @@ def _healthy(url: str) -> bool:
 
 
 @contextmanager
-def prefect_server(home: Path, log: Path, timeout: float = 90) -> Iterator[dict[str, str]]:
-    """Start `prefect server start` on a free loopback port; yield the client environment; stop it."""
+def prefect_server(home: Path, log: Path, timeout: float = 90, database: str = "auto") -> Iterator[dict[str, str]]:
+    """Start `prefect server start` on a free loopback port; yield the client environment; stop it.
+
+    database: "auto" is PostgreSQL when the machine runs one on 127.0.0.1:5432 (as a production server should),
+    else SQLite (tests/prefect_database.py decides, as for the test servers); "sqlite" forces SQLite. The kind used
+    is printed, and is BENCH_PREFECT_DATABASE in the yielded environment.
+    """
+    from tests import prefect_database
+
+    home.mkdir(parents=True, exist_ok=True)
+    if database == "sqlite":
+        kind, url, drop = "sqlite", f"sqlite+aiosqlite:///{home / 'prefect.db'}", lambda: None
+    else:
+        kind, url, drop = prefect_database.choose(home)
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = (
@@ -50,6 +62,7 @@ def prefect_server(home: Path, log: Path, timeout: float = 90) -> Iterator[dict[
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_UI_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": url,
         }
     )
     env.pop("PREFECT_API_URL")  # the server itself must not look for another API
@@ -64,7 +77,8 @@ def prefect_server(home: Path, log: Path, timeout: float = 90) -> Iterator[dict[
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the Prefect server did not start; see {log}")
             time.sleep(0.3)
-        yield client_env(home, api_url)
+        print(f"Prefect server on {kind} ({api_url})", flush=True)
+        yield client_env(home, api_url) | {"BENCH_PREFECT_DATABASE": kind}
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and its workers, nothing else
@@ -73,3 +87,4 @@ def prefect_server(home: Path, log: Path, timeout: float = 90) -> Iterator[dict[
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        drop()

@@ -1,4 +1,4 @@
-"""A real `prefect server start` on loopback (SQLite, services on, offline), for the test session."""
+"""A real `prefect server start` on loopback (PostgreSQL if the machine has one, else SQLite; services on, offline)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ class PrefectServer:
     """Starts the server in its own process group; `env` is what clients need to reach it."""
 
     def __init__(self, home: Path) -> None:
+        from tests import prefect_database
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         home.mkdir(parents=True, exist_ok=True)
         self.log = home / "server.log"
+        self.database, database_url, self._drop_database = prefect_database.choose(home)
         self.env = {
             "PREFECT_HOME": str(home),
             "PREFECT_API_URL": self.url,
@@ -39,7 +42,7 @@ class PrefectServer:
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(self.port),
             "PREFECT_UI_URL": f"http://127.0.0.1:{self.port}",
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
             # Short loops so schedules and proactive automations act within a test's patience.
             "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
             "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
@@ -84,3 +87,5 @@ class PrefectServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self._drop_database()
+        self._drop_database = lambda: None
