@@ -107,14 +107,14 @@ class DuckLakeBronze(Block):
         return validate_section(DuckLakeSettings, {**tuning, **values}, self._describe())
 
     def open_lake(
-        self, postgres: PostgresSettings, *, attach_hot: bool = True, queries_at_once: int = 1, **tuning: Any
+        self, postgres: PostgresSettings, *, attach_hot: bool = True, threads: int | None = None, **tuning: Any
     ) -> LakeSession:
         """A LakeSession on this lake, with the hot buffer (`postgres`) attached read-only unless attach_hot=False.
 
-        Close it (or use it as a context manager). `queries_at_once` and `tuning` as for LakeSession/get_settings.
+        Close it (or use it as a context manager). `threads` and `tuning` as for LakeSession and get_settings.
         """
         settings = Settings(postgres=postgres, ducklake=self.get_settings(**tuning))
-        return LakeSession(settings, attach_hot=attach_hot, queries_at_once=queries_at_once)
+        return LakeSession(settings, attach_hot=attach_hot, threads=threads)
 
     def _describe(self) -> str:
         name = getattr(self, "_block_document_name", None)
