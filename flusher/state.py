@@ -189,7 +189,7 @@ class StateStore:
     def rows_flushed_by(self, flow_run_id: str) -> int:
         """Rows the runs of one flow run copied into the lake (0 when it took no lock)."""
         return self._execute(
-            "SELECT coalesce(sum(rows_flushed), 0) FROM {schema}.runs WHERE flow_run_id = %s", (flow_run_id,)
+            "SELECT coalesce(sum(rows_flushed), 0)::bigint FROM {schema}.runs WHERE flow_run_id = %s", (flow_run_id,)
         )[0][0]
 
     def open_batches(self, table: str) -> list[int]:
