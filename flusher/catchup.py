@@ -131,9 +131,12 @@ class Progress:
 
     def summary(self) -> str:
         now = self.current
+        hot = f"hot {now.hot_min}..{now.hot_max}" if now.hot_max is not None else "hot buffer empty"
+        head = f"watermark {now.watermark}; {now.ledgers_left} ledgers left ({hot}, target <= {self.behind_ok})"
+        if not self.chunks:
+            return head
         return (
-            f"watermark {now.watermark}; {now.ledgers_left} ledgers left (hot {now.hot_min}..{now.hot_max}, "
-            f"target <= {self.behind_ok}); {self.rows} rows moved, {self.rows_per_second:.0f} rows/s; "
+            f"{head}; {self.rows} rows moved, {self.rows_per_second:.0f} rows/s; "
             f"{self.percent:.0f}%, ETA {format_eta(self.eta_seconds)}"
         )
 

@@ -122,3 +122,20 @@ def test_catchup_with_a_missing_config_exits_2(tmp_path):
     done = _cli("catchup", "--config", str(tmp_path / "c.yaml"), "--chunk-ledgers", "10")
     assert done.returncode == 2
     assert "cannot read config file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_first_line_says_where_it_starts_without_rates():
+    progress = Progress(Backlog(1, 30, None), behind_ok=5)
+    assert progress.summary() == "watermark None; 30 ledgers left (hot 1..30, target <= 5)"
+    assert "hot buffer empty" in Progress(Backlog(None, None, 30), behind_ok=5).summary()
+
+
+def test_the_flow_refuses_a_chunk_of_no_ledgers_and_a_negative_pause():
+    from prefect.exceptions import ParameterTypeError
+
+    from flusher.flows.catchup import bronze_catchup
+
+    for bad in ({"chunk_ledgers": 0}, {"chunk_ledgers": 5, "pause_seconds": -1}):
+        with pytest.raises(ParameterTypeError):
+            bronze_catchup.validate_parameters(bad)
+    assert bronze_catchup.validate_parameters({"chunk_ledgers": 5})["chunk_ledgers"] == 5
