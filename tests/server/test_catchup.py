@@ -81,3 +81,12 @@ def test_a_chunk_that_cannot_move_stops_the_catchup_with_the_reason(hot):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no progress: chunk 1 moved nothing" in done.stderr and "flusher lock" in done.stderr, done.stderr
     assert hot.hot_count_at_or_below("ledgers_row_v2", 30) == 30
+
+
+def test_a_failed_chunk_stops_the_catchup_with_exit_1_and_the_failure(hot):
+    hot.load(1, 30)
+    done = hot.run_cli(*CATCHUP, failpoints="after_lake_commit:trades_row_v1=raise")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "catch-up failed: chunk 1 failed: FAILED: trades_row_v1: injected fault" in done.stderr, done.stderr
+    assert [status for status, _ in _runs(hot)] == ["failed"], "no chunk after a failed one"
+    hot.assert_exactly_once(unconfirmed_ok=True)
