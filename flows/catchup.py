@@ -8,7 +8,7 @@ last flushed watermark. Between chunks the loop pauses, so the ingester and Post
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -74,9 +74,9 @@ def _backlog(pool: ConnectionPool, settings: Settings, state: StateStore) -> Bac
     return Backlog(low, high, state.last_watermark())
 
 
-def _catch_up(settings: Settings, chunk: dict, pause_seconds: float, behind_ok: int) -> State:
+def _catch_up(settings: Settings, chunk: dict[str, Any], pause_seconds: float, behind_ok: int) -> State:
     logger = get_run_logger()
-    # The same session settings as a flush (statement_timeout and the rest): a reading never hangs on a lock.
+    # Sessions with the flush's settings (statement_timeout among them): a reading between chunks is bounded too.
     with make_pool(settings.postgres) as pool:
         state = StateStore(pool, settings.flush.state_schema)
         state.ensure()
