@@ -57,6 +57,22 @@ def cmd_flush(args: argparse.Namespace) -> int:
     return _report_state("flush", state)
 
 
+def cmd_catchup(args: argparse.Namespace) -> int:
+    """Catch up a backlog: capped flushes (each an ordinary bronze-flush run) one after the other, a pause between
+    them, until at most one interval of ledgers is left; a progress line per chunk. A kill is safe: run it again."""
+    _settings(args)
+    from flusher.flows.catchup import bronze_catchup
+
+    state = bronze_catchup(
+        config_path=args.config,
+        chunk_ledgers=args.chunk_ledgers,
+        pause_seconds=args.pause_seconds,
+        behind_ok_ledgers=args.behind_ok_ledgers,
+        return_state=True,
+    )
+    return _report_state("catch-up", state)
+
+
 def cmd_takeover(args: argparse.Namespace) -> int:
     """Take over from the Go postgres-ducklake-flusher (stop it first): one flush that copies only the rows the
     lake lacks (matched by natural key, or all columns) and deletes every row at or below the watermark."""
@@ -205,6 +221,25 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not a chunk; give a number of ledgers >= 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is negative; give seconds >= 0")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="postgres-ducklake-flusher", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -234,6 +269,23 @@ def parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         metavar="N",
         help="flush at most N ledgers (catch-up in chunks); 0: no cap",
+    )
+    catchup = command("catchup", cmd_catchup, "catch up a backlog in capped flushes, with progress (exit 0: caught up)")
+    catchup.add_argument(
+        "--chunk-ledgers", type=positive_int, required=True, metavar="N", help="ledgers per flush (each a flow run)"
+    )
+    catchup.add_argument(
+        "--pause-seconds",
+        type=non_negative_float,
+        default=2.0,
+        metavar="S",
+        help="pause between chunks so the ingester and PostgreSQL breathe (default 2)",
+    )
+    catchup.add_argument(
+        "--behind-ok-ledgers",
+        type=non_negative_int,
+        metavar="L",
+        help="stop once at most L ledgers are left (default: one flush interval, flush_interval_minutes / 5.5 s)",
     )
     takeover = command("takeover", cmd_takeover, "first flush after the Go flusher: copy only what the lake lacks")
     takeover.add_argument("--dry-run", action="store_true", help="report what it would copy and delete; change nothing")

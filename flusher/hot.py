@@ -333,3 +333,12 @@ def bounded_count(
     if cap is not None:
         source = sql.SQL("{} LIMIT {}").format(source, sql.Literal(cap))
     return conn.execute(sql.SQL("SELECT count(*) FROM ({}) s").format(source), params).fetchone()[0]
+
+
+def ledger_range(conn: psycopg.Connection, schema: str) -> tuple[int | None, int | None]:
+    """min/max ledger of the watermark table (the catch-up's backlog; an index lookup each)."""
+    query = sql.SQL("SELECT min({c}), max({c}) FROM {t}").format(
+        c=sql.Identifier(WATERMARK_COLUMN), t=sql.Identifier(schema, WATERMARK_TABLE)
+    )
+    low, high = conn.execute(query).fetchone()
+    return low, high

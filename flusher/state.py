@@ -186,6 +186,12 @@ class StateStore:
         """The highest watermark any table was confirmed at."""
         return self._execute("SELECT max(watermark) FROM {schema}.table_batches WHERE status = {batch_confirmed}")[0][0]
 
+    def rows_flushed_by(self, flow_run_id: str) -> int:
+        """Rows the runs of one flow run copied into the lake (0 when it took no lock)."""
+        return self._execute(
+            "SELECT coalesce(sum(rows_flushed), 0)::bigint FROM {schema}.runs WHERE flow_run_id = %s", (flow_run_id,)
+        )[0][0]
+
     def open_batches(self, table: str) -> list[int]:
         """Batches of `table` whose lake commit (if any) was never confirmed by a delete."""
         rows = self._execute(

@@ -7,10 +7,11 @@ from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
 from flusher.flows.bronze_flush import bronze_flush
+from flusher.flows.catchup import bronze_catchup
 from flusher.flows.maintenance import bronze_maintenance
 
 
-@pytest.mark.parametrize("flow", [bronze_flush, bronze_maintenance], ids=lambda f: f.name)
+@pytest.mark.parametrize("flow", [bronze_flush, bronze_maintenance, bronze_catchup], ids=lambda f: f.name)
 def test_every_parameter_has_a_description_and_a_type(flow):
     properties = parameter_schema(flow.fn).model_dump()["properties"]
     assert properties
