@@ -530,6 +530,7 @@ OTHER_ENV = frozenset(
         "FLUSHER_CONFIG_DIR",  # where a run's config_path may point
         "FLUSHER_FAILPOINTS",  # crash tests (flusher.failpoints)
         "FLUSHER_TEST_PG_URI",  # the test suite's PostgreSQL (tests/conftest.py)
+        "FLUSHER_TEST_PREFECT_DB",  # the database of the test and benchmark Prefect servers (tests/prefect_database.py)
         "FLUSHER_ALERT_WEBHOOK_URL",  # the alert webhook's address (`alerts`)
     }
 )
