@@ -34,6 +34,8 @@ def test_alerts_install_then_update_by_name_with_windows_of_three_intervals():
         assert Automation.read(name="bronze-flush stale").trigger.within == timedelta(hours=3)
         stale = Automation.read(name="bronze-flush stale")
         assert stale.actions[0].block_document_id == block_id
+        for name in NAMES:  # what the UI lists beside each automation (its trigger alone reads "A custom trigger")
+            assert len(Automation.read(name=name).description) > 40, name
         block = CustomWebhookNotificationBlock.load("flusher-alerts-harness")
         assert "TokA7f3q9" not in block.url and block.url == "https://hooks.example.com{{ webhook_path }}"
     finally:
