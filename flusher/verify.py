@@ -214,7 +214,9 @@ def _check_certificates(
         for batch in group:
             check.batches_certified += 1
             now = found.get(batch.snapshot_id)
-            span = (now[2], now[3]) if now else (batch.previous_watermark, batch.watermark)
+            # The ledgers its rows still span, else those above the table's previous batch up to its watermark.
+            after = None if batch.previous_watermark is None else batch.previous_watermark + 1
+            span = (now[2], now[3]) if now else (after, batch.watermark)
             recorded = BatchFigures(batch.certificate.rows, batch.certificate.digest)
             finding = judge_certificate(
                 spec.name,

@@ -109,7 +109,7 @@ class VerifyReport:
 
 def ledger_span(first: int | None, last: int | None) -> str:
     if first is None:
-        return "ledgers unknown"
+        return "ledgers unknown" if last is None else f"ledgers <= {last}"
     return f"ledger {first}" if first == last or last is None else f"ledgers {first}..{last}"
 
 
