@@ -7,12 +7,12 @@ import json
 import time
 from pathlib import Path
 
-from bench.variants import flusher_flow
 from bench.variants.common import read_spec
+from bench.variants.flusher_nocert import run_flusher_flow
 
 
 def main() -> None:
-    flusher_flow.main()
+    run_flusher_flow()
     from flusher.config import load_settings
     from flusher.verify import run_verify
 
