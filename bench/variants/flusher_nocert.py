@@ -13,11 +13,13 @@ from flusher.certificate import DISABLE_ENV
 
 
 def run_flusher_flow() -> None:
-    """bench.variants.flusher_flow's run, with the name its timers' wrappers need: they copy the flow function's
-    annotations, and Prefect resolves `list[KnownTable]` in the wrapper's module (flusher_flow), which lacks it."""
-    from flusher.flows.bronze_flush import KnownTable
+    """bench.variants.flusher_flow's run, with the flow function's annotations resolved first: its timers' wrappers
+    copy them, and Prefect would resolve names like `list[KnownTable]` in the wrapper's module, which lacks them."""
+    import typing
 
-    flusher_flow.KnownTable = KnownTable
+    import flusher.flows.bronze_flush as module
+
+    module.bronze_flush.fn.__annotations__ = typing.get_type_hints(module.bronze_flush.fn, include_extras=True)
     flusher_flow.main()
 
 
