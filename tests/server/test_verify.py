@@ -9,6 +9,7 @@ import pytest
 
 from flusher.app.cli import main
 from flusher.flows.maintenance import bronze_maintenance
+from flusher.flows.verify import bronze_verify
 from flusher.lake import LakeSession
 from tests.helpers import flush, write_config
 
@@ -87,6 +88,12 @@ def test_verify_passes_a_clean_lake_and_names_the_range_of_each_injected_fault(h
         ("ledgers_row_v2", "ledger gap", 30, 30),
         ("ledgers_row_v2", "certificate", 21, 40),
     }, _findings(result)
+
+    # The flow fails naming every range; an unknown table is a configuration error.
+    state = bronze_verify(config_path=str(hot.config), tables=TABLES, return_state=True)
+    assert state.is_failed() and "ledger gap at ledger 30" in state.message, state.message
+    assert "trades_row_v1: lake duplicate at ledger 7" in state.message
+    assert main(["verify", "--config", str(hot.config), "--tables", "no_such_table"]) == 2
 
 
 def test_certificates_survive_a_maintenance_merge(hot, capsys):
