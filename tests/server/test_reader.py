@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -187,3 +188,45 @@ def test_the_reader_loads_its_extensions_from_the_wheels_with_no_network(hot, tm
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "4"
     assert not (tmp_path / ".duckdb").exists(), "DuckDB installed an extension under HOME"
+
+
+def _readme_view(name: str) -> str:
+    """The CREATE VIEW of README "Reading the lake" (the SQL recipe for other clients), renamed to `name`."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("CREATE VIEW trades_row_v1 AS")
+    return text[start : text.index(";\n```", start)].replace("CREATE VIEW trades_row_v1", f"CREATE VIEW {name}", 1)
+
+
+def test_raw_parquet_readers_go_wrong_and_the_documented_recipes_do_not(hot, monkeypatch):
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    hot.config = write_config(
+        hot, flush={"tables": ["ledgers_row_v2", "trades_row_v1"]}, ducklake={"data_inlining_row_limit": 0}
+    )
+    for first in (1, 4, 7):
+        hot.load(first, 3, tables=["ledgers_row_v2", "trades_row_v1"])
+        _flush(hot, monkeypatch)
+    hot.execute("UPDATE bronze_meta.ducklake_snapshot SET snapshot_time = snapshot_time - interval '30 days'")
+    assert bronze_maintenance(config_path=str(hot.config), return_state=True).is_completed()
+    hot.load(10, 2, tables=["ledgers_row_v2", "trades_row_v1"])  # in the hot buffer only
+    total = hot.execute("SELECT count(*) FROM audit.trades_row_v1")[0][0]
+    in_lake = hot.execute("SELECT count(*) FROM audit.trades_row_v1 WHERE ledger_sequence <= 9")[0][0]
+    files = sorted(Path(hot.settings().ducklake.data_path).rglob("trades_row_v1/**/*.parquet"))
+
+    # Globbing the files after a merge counts the merged rows twice (the replaced files are not deleted yet).
+    paths = [str(f) for f in files]
+    with pytest.raises(pl.exceptions.SchemaError, match="_ducklake_internal_snapshot_id"):  # merged files carry it
+        pl.scan_parquet(paths).select(pl.len()).collect()
+    assert pl.scan_parquet(paths, extra_columns="ignore").select(pl.len()).collect().item() == 2 * in_lake
+    # pyarrow's hive partitioning: ledger_range int32 from the folder names, int64 in the files.
+    with pytest.raises(Exception, match="ledger_range"):
+        ds.dataset(files[0].parents[1], format="parquet", partitioning="hive").to_table()
+
+    with open_reader(hot.config) as reader:
+        arrow = reader.connection.execute("SELECT * FROM trades_row_v1").to_arrow_table()
+        assert arrow.num_rows == total
+        assert pl.from_arrow(arrow).height == total
+        assert reader.connection.execute("SELECT * FROM trades_row_v1").pl().height == total
+        reader.connection.execute(_readme_view("readme_trades"))
+        assert reader.query("SELECT count(*) FROM readme_trades")[0][0] == total
