@@ -18,8 +18,10 @@ from psycopg import sql
 
 from flusher.failpoints import ENV as failpoints_env
 from flusher.flows.maintenance import bronze_maintenance
+from flusher.hot import make_pool
 from flusher.quoting import quote_ident
 from flusher.reader import open_reader
+from flusher.state import StateStore
 from tests.helpers import ROOT, flush, write_config
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
@@ -157,6 +159,7 @@ def test_as_of_a_ledger_reads_the_same_rows_later_and_waits_for_every_table(hot)
     _config(hot)
     hot.load(1, 6, tables=TABLES)
     _run(hot, "flush")
+    _upgrade_fills_the_read_points(hot)
     with open_reader(hot.config) as reader:
         first = reader.query_as_of("effects_row_v1", 4)
         assert len(first) == hot.execute("SELECT count(*) FROM audit.effects_row_v1 WHERE ledger_sequence <= 4")[0][0]
@@ -168,6 +171,19 @@ def test_as_of_a_ledger_reads_the_same_rows_later_and_waits_for_every_table(hot)
         assert reader.as_of(7) is not None
         total = reader.query("SELECT count(*) FROM effects_row_v1 WHERE ledger_sequence <= 4")[0][0]
         assert total == len(first) + 2 * 3, "the live view has the late rows"
+
+
+def _upgrade_fills_the_read_points(hot) -> None:
+    """A state from before confirmed_batches.lake_snapshot_id gets it from table_batches when the schema is ensured."""
+    wanted = dict(hot.execute("SELECT table_name, lake_snapshot_id FROM flusher_state.confirmed_batches"))
+    assert len(wanted) == len(TABLES) and all(v is not None and v > 0 for v in wanted.values()), wanted
+    hot.execute("ALTER TABLE flusher_state.confirmed_batches DROP COLUMN lake_snapshot_id")
+    pool = make_pool(hot.settings().postgres)
+    with pool:
+        state = StateStore(pool, "flusher_state")
+        state.ensure()
+        assert {t: state.read_point(t) for t in TABLES} == wanted
+        assert state.read_point("no_such_table") == -1
 
 
 def test_the_reader_loads_its_extensions_from_the_wheels_with_no_network(hot, tmp_path):
