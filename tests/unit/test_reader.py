@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from flusher.reader import HOT_MARK, READ_POINT, READ_POINT_AHEAD, as_of_sql, hot_statement, view_sql
+from flusher.reader import HOT_MARK, READ_POINT, READ_POINT_AHEAD, Reader, as_of_sql, hot_statement, view_sql
 
 
 def test_the_hot_rows_and_the_read_point_come_from_one_statement():
@@ -59,3 +59,44 @@ def test_as_of_reads_a_fixed_version_at_or_below_the_ledger():
     )
     with pytest.raises(ValueError):
         as_of_sql('"t"', "x", "1; DROP TABLE t", 1)  # type: ignore[arg-type]
+
+
+class _FlakyCursor:
+    """A cursor whose first `ahead` executions hit the read-point guard."""
+
+    def __init__(self, calls: list[int], ahead: int, message: str = READ_POINT_AHEAD) -> None:
+        self.calls, self.ahead, self.message = calls, ahead, message
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, statement, params=None):
+        self.calls.append(1)
+        if len(self.calls) <= self.ahead:
+            raise duckdb.InvalidInputException(f"Invalid Input Error: {self.message}")
+        return self
+
+    def fetchall(self):
+        return [(len(self.calls),)]
+
+
+class _Session:
+    def __init__(self, ahead: int, message: str = READ_POINT_AHEAD) -> None:
+        self.calls: list[int] = []
+        self.ahead, self.message = ahead, message
+
+    def cursor(self):
+        return _FlakyCursor(self.calls, self.ahead, self.message)
+
+
+def test_query_reads_again_while_the_read_point_is_ahead_and_gives_up_after_its_attempts():
+    assert Reader(_Session(ahead=2), "s", {}).query("SELECT 1") == [(3,)]
+    with pytest.raises(duckdb.Error, match=READ_POINT_AHEAD):
+        Reader(_Session(ahead=5), "s", {}).query("SELECT 1", attempts=3)
+    other = _Session(ahead=1, message="some other error")
+    with pytest.raises(duckdb.Error, match="some other error"):
+        Reader(other, "s", {}).query("SELECT 1")
+    assert len(other.calls) == 1, "only the guard's error is retried"
