@@ -108,10 +108,11 @@ class Reader:
         return self._pg_value(f"SELECT {qualified(self.state_schema, 'lake_read_point')}({quote_literal(table)})")
 
     def as_of(self, ledger: int) -> int | None:
-        """The lake snapshot at which every table held all its rows at or below `ledger` (None: not flushed that
-        far yet); read with as_of_sql() / `AT (VERSION => ...)` for a reproducible result."""
+        """The lake snapshot at which every table of this reader held all its rows at or below `ledger` (None: not
+        flushed that far yet); read with as_of_sql() / `AT (VERSION => ...)` for a reproducible result."""
         function = qualified(self.state_schema, "lake_snapshot_as_of")
-        return self._pg_value(f"SELECT {function}({int(ledger)})")
+        tables = ", ".join(quote_literal(t) for t in self.ledger_columns)
+        return self._pg_value(f"SELECT {function}({int(ledger)}, ARRAY[{tables}]::text[])")
 
     def query_as_of(self, table: str, ledger: int) -> list[tuple]:
         """The table's rows at or below `ledger`, read at as_of(ledger): the same answer on every call."""

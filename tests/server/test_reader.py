@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 from psycopg import sql
@@ -164,6 +165,8 @@ def test_as_of_a_ledger_reads_the_same_rows_later_and_waits_for_every_table(hot)
         first = reader.query_as_of("effects_row_v1", 4)
         assert len(first) == hot.execute("SELECT count(*) FROM audit.effects_row_v1 WHERE ledger_sequence <= 4")[0][0]
         assert reader.as_of(7) is None, "no table was flushed up to ledger 7"
+        with pytest.raises(duckdb.Error, match="read-only|read only"):  # the lake is attached READ_ONLY
+            reader.connection.execute(f"CREATE TABLE {reader.session.table('not_here')} (a INT)")
         hot.load(3, 2, tables=LATE, first_row=100)  # late rows for ledgers 3 and 4
         hot.load(7, 2, tables=TABLES)
         _run(hot, "flush")
