@@ -54,7 +54,8 @@ install_log_masking()  # every log line of a flow run is masked, whoever logs it
 # The flow's `tables` parameter accepts only known names: its schema enumerates them, so the Prefect API refuses a
 # deployment run with a typo before any flow run exists (deployments enforce their parameter schema).
 KnownTable = Literal[known_table_names()]  # type: ignore[valid-type]
-Flushed = dict[str, tuple[TableSpec, int, int]]  # per table with rows to delete: spec, rows copied, already in lake
+# Per table with rows to delete: spec, rows copied, already in lake, the lake snapshot holding them (its read point).
+Flushed = dict[str, tuple[TableSpec, int, int, int | None]]
 
 
 @flow(name="delete-flushed-rows", validate_parameters=False, persist_result=False)
@@ -63,7 +64,8 @@ def delete_flushed_rows(
 ) -> dict[str, Any]:
     """Delete subflow: for each table whose flush committed, delete its rows on the flush's snapshot.
 
-    `flushed`: per table its spec, rows copied and rows found already in the lake (a takeover). Tables go largest
+    `flushed`: per table its spec, rows copied, rows found already in the lake (a takeover) and the lake snapshot
+    holding them (recorded with the confirmation: readers split hot and lake at it). Tables go largest
     first, `at_once` at a time (the plan's delete parallelism: one per pooled connection).
     """
     largest_first = sorted(flushed, key=lambda name: -(flushed[name][1] + flushed[name][2]))
@@ -78,8 +80,9 @@ def delete_flushed_rows(
                 postgres,
                 flushed[name][0],
                 mark,
-                *flushed[name][1:],
+                *flushed[name][1:3],
                 logger,
+                flushed[name][3],
             )
             for name in largest_first
         }
@@ -247,7 +250,7 @@ def _bronze_flush(
         # DELETE: only tables whose flush committed rows; a table with none was confirmed at once.
         by_name = {s.name: s for s in specs}
         committed = {
-            name: (by_name[name], result.rows, result.already_in_lake)
+            name: (by_name[name], result.rows, result.already_in_lake, result.read_point)
             for name, (result, _) in flushes.items()
             if result is not None and result.rows_expected > 0
         }

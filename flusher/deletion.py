@@ -34,10 +34,13 @@ def delete_flushed(
     rows_flushed: int,
     already_in_lake: int = 0,
     logger: logging.Logger | logging.LoggerAdapter = _LOGGER,
+    read_point: int | None = None,
 ) -> DeleteOutcome:
     """In one transaction on the flush's snapshot: DELETE rows <= watermark and mark the batch confirmed.
 
     The delete must match what the flush read: the rows it copied plus, in a takeover, those it found in the lake.
+    read_point: the lake snapshot holding the rows deleted here (FlushOutcome.read_point), recorded with the
+    confirmation so that readers split hot and lake at it.
     """
     started = time.perf_counter()
     with pool.connection() as conn:
@@ -51,7 +54,7 @@ def delete_flushed(
                     "rolled back"
                 )
             failpoints.hit("in_delete", spec.name)
-            state.confirm(conn, mark.batch_id, spec.name, deleted, time.perf_counter() - started)
+            state.confirm(conn, mark.batch_id, spec.name, deleted, time.perf_counter() - started, read_point)
             conn.execute("COMMIT")
         except _RETRY_NEXT_RUN as exc:
             conn.execute("ROLLBACK")

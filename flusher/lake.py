@@ -63,9 +63,12 @@ def connect_duckdb(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection
 class LakeSession:
     """A DuckDB database with `hot` (PostgreSQL, read-only) and the lake attached; one cursor per thread of work."""
 
-    def __init__(self, settings: Settings, attach_hot: bool = True, threads: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, attach_hot: bool = True, threads: int | None = None, read_only: bool = False
+    ) -> None:
         """`threads`: DuckDB's threads, as a flush run's plan resolved them (flusher.plan.Parallelism); by default
-        ducklake.threads, else every core (one query at a time)."""
+        ducklake.threads, else every core (one query at a time). `read_only`: attach the lake READ_ONLY (readers)."""
+        self.read_only = read_only
         self.settings = remember_settings(settings)  # however it was made, its secrets are masked from now on
         self.lake = settings.ducklake.catalog_name
         self.schema = settings.ducklake.schema_name
@@ -167,7 +170,9 @@ class LakeSession:
             f"DATA_PATH {quote_literal(lake.data_path)}",
             f"METADATA_SCHEMA {quote_literal(lake.metadata_schema)}",
         ]
-        if lake.allow_catalog_migration:
+        if self.read_only:
+            options.append("READ_ONLY")
+        elif lake.allow_catalog_migration:
             options.append("AUTOMATIC_MIGRATION true")
         if lake.data_inlining_row_limit is not None:
             options.append(f"DATA_INLINING_ROW_LIMIT {int(lake.data_inlining_row_limit)}")

@@ -23,6 +23,7 @@ class FlushOutcome:
     undone_batches: int
     added_columns: list[str]
     already_in_lake: int = 0  # takeover: rows found in the lake already; deleted from PostgreSQL, not copied
+    read_point: int | None = None  # the lake snapshot holding this batch's rows (recorded when the delete confirms)
 
     @property
     def rows_expected(self) -> int:

@@ -322,15 +322,38 @@ class StateStore:
             (batch, table, watermark, error[:2000]),
         )
 
-    def confirm(self, conn: psycopg.Connection, batch: int, table: str, rows_deleted: int, seconds: float) -> None:
-        """Record a batch as deleted, inside the caller's delete transaction (so both commit or neither)."""
+    def confirm(
+        self,
+        conn: psycopg.Connection,
+        batch: int,
+        table: str,
+        rows_deleted: int,
+        seconds: float,
+        lake_snapshot_id: int | None = None,
+    ) -> None:
+        """Record a batch as deleted, inside the caller's delete transaction (so both commit or neither).
+
+        lake_snapshot_id: the lake snapshot holding exactly the table's rows deleted so far (the batch's commit, or
+        the snapshot a takeover found them in): the table's read point from now on (lake_read_point()).
+        """
         conn.execute(
             self._q(
-                "INSERT INTO {schema}.confirmed_batches (batch_id, table_name, rows_deleted, delete_seconds) "
-                "VALUES (%s, %s, %s, %s)"
+                "INSERT INTO {schema}.confirmed_batches "
+                "(batch_id, table_name, rows_deleted, delete_seconds, lake_snapshot_id) VALUES (%s, %s, %s, %s, %s)"
             ),
-            (batch, table, rows_deleted, seconds),
+            (batch, table, rows_deleted, seconds, lake_snapshot_id),
         )
+
+    # --- Readers (flusher/reader.py): the functions schema/flusher_state.sql defines for them ---
+
+    def read_point(self, table: str) -> int:
+        """The lake snapshot of `table`'s last confirmed commit; -1 when it has none."""
+        return self._execute("SELECT {schema}.lake_read_point(%s)", (table,))[0][0]
+
+    def snapshot_as_of(self, ledger: int, tables: list[str] | None = None) -> int | None:
+        """The lake snapshot at which every table (of `tables`) held all its rows at or below `ledger`; None while
+        some table has not been flushed that far."""
+        return self._execute("SELECT {schema}.lake_snapshot_as_of(%s, %s::text[])", (ledger, tables))[0][0]
 
     def finish_run(
         self, batch: int, status: RunStatus, watermark: int | None, message: str | None, vacuumed: bool

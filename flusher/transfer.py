@@ -106,11 +106,18 @@ class CopyResult:
     added_columns: list[str]
     already_in_lake: int = 0  # takeover: hot rows at or below the watermark the lake already held (not copied)
     certificate: cert.Certificate | None = None  # count and digest of the rows copied (None: nothing copied)
+    seen_snapshot: int | None = None  # nothing committed: the lake snapshot the transaction read (and rolled back)
 
     @property
     def rows_expected(self) -> int:
         """Rows the delete must remove: those copied and those found already in the lake."""
         return self.rows + self.already_in_lake
+
+    @property
+    def read_point(self) -> int | None:
+        """The lake snapshot that holds this batch's rows (copied or already there): the table's read point once
+        the delete confirms the batch (flusher/reader.py)."""
+        return self.snapshot_id if self.snapshot_id is not None else self.seen_snapshot
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,11 @@ def committed_snapshot(session: LakeSession, info: str) -> int | None:
     return row[0] if row else None
 
 
+def current_snapshot(session: LakeSession, cur: duckdb.DuckDBPyConnection) -> int:
+    """The lake snapshot `cur`'s transaction reads."""
+    return cur.execute(f"SELECT id FROM {quote_ident(session.lake)}.current_snapshot()").fetchone()[0]
+
+
 def copy_table(
     session: LakeSession,
     spec: TableSpec,
@@ -208,8 +220,9 @@ def copy_table(
         else:
             rows, present = _insert_missing(cur, session, spec, mark, plan.select, reconcile)
         if rows == 0 and not undone and not plan.add_to_lake:
+            seen = current_snapshot(session, cur) if present else None  # a takeover deletes rows found here
             cur.execute("ROLLBACK")
-            return CopyResult(0, None, [], [], present)
+            return CopyResult(0, None, [], [], present, seen_snapshot=seen)
         certificate = _certify(cur, spec, target, lake, plan, rows)
         message, info = label(spec, mark, owner.state_id, certificate)
         cur.execute(

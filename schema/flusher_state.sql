@@ -85,3 +85,49 @@ ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS certificate_rows BIG
 ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS certificate_digest NUMERIC(40, 0);
 ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS certificate_hash TEXT;
 ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS certificate_columns TEXT[];
+
+-- ---------------------------------------------------------------------------------------------------------------
+-- Readers (flusher/reader.py, README "Reading the lake"): the lake snapshot of each confirmed commit, written in the
+-- same transaction as the delete. A reader that reads a table's hot rows and lake_read_point(table) in ONE statement
+-- and the lake rows with snapshot_id <= that point sees every row exactly once: the lake up to the last confirmed
+-- commit holds exactly the rows deleted from the hot buffer, and later (unconfirmed) commits are left out.
+ALTER TABLE {schema}.confirmed_batches ADD COLUMN IF NOT EXISTS lake_snapshot_id BIGINT;
+-- States from before the column: the batch's own record of its labelled commit (table_batches.lake_snapshot_id).
+UPDATE {schema}.confirmed_batches c SET lake_snapshot_id = b.lake_snapshot_id FROM {schema}.table_batches b
+    WHERE c.lake_snapshot_id IS NULL AND b.lake_snapshot_id IS NOT NULL
+      AND b.batch_id = c.batch_id AND b.table_name = c.table_name;
+CREATE INDEX IF NOT EXISTS confirmed_batches_read_point
+    ON {schema}.confirmed_batches (table_name, lake_snapshot_id DESC NULLS LAST);
+
+-- The lake snapshot of the table's last confirmed commit; -1 when it has none (read no lake rows).
+CREATE OR REPLACE FUNCTION {schema}.lake_read_point(tbl text) RETURNS bigint
+    LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(max(lake_snapshot_id), -1) FROM {schema}.confirmed_batches WHERE table_name = tbl
+$fn$;
+
+-- The lake snapshot at which every table (of `tables`, by default every table with a confirmed batch) held all its
+-- rows at or below `ledger`: per table, its first confirmed batch whose watermark reached the ledger (a batch with
+-- nothing to copy counts with the table's confirmed commit before it); the latest of those. NULL while some table
+-- has not reached the ledger yet; 0 (the empty lake) when none had rows to copy. For `AT (VERSION => ...)`.
+CREATE OR REPLACE FUNCTION {schema}.lake_snapshot_as_of(ledger bigint, tables text[] DEFAULT NULL) RETURNS bigint
+    LANGUAGE sql STABLE AS $fn$
+    WITH confirmed AS (
+        SELECT b.table_name, b.batch_id, b.watermark, coalesce(c.lake_snapshot_id, b.lake_snapshot_id) AS snap,
+               c.batch_id IS NOT NULL AS deleted
+        FROM {schema}.table_batches b
+        LEFT JOIN {schema}.confirmed_batches c USING (batch_id, table_name)
+        WHERE (c.batch_id IS NOT NULL OR b.status = {batch_confirmed})
+          AND (tables IS NULL OR b.table_name = ANY(tables))
+    ), reached AS (
+        SELECT DISTINCT ON (table_name) table_name, batch_id
+        FROM confirmed WHERE watermark >= ledger ORDER BY table_name, batch_id
+    ), wanted AS (
+        SELECT DISTINCT table_name FROM confirmed UNION SELECT unnest(tables)
+    ), per_table AS (
+        SELECT w.table_name, r.batch_id,
+               (SELECT max(c.snap) FROM confirmed c WHERE c.table_name = w.table_name AND c.batch_id <= r.batch_id
+                  AND c.deleted) AS snap
+        FROM wanted w LEFT JOIN reached r USING (table_name)
+    )
+    SELECT CASE WHEN bool_and(batch_id IS NOT NULL) THEN coalesce(max(snap), 0) END FROM per_table
+$fn$;

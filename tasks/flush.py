@@ -165,4 +165,5 @@ def flush_table(
         len(result.undone_snapshots),
         result.added_columns,
         result.already_in_lake,
+        result.read_point,
     )
