@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import duckdb
 
@@ -44,14 +47,27 @@ def _extensions_for(settings: Settings) -> tuple[str, ...]:
     return base + ("httpfs",) if settings.ducklake.is_remote else base
 
 
-def connect_duckdb(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB whose every connection (cursor) works in UTC, whatever the host's time zone.
+def spill_directory() -> Path:
+    """A new, private folder for one DuckDB's spill files, in the system's temporary folder ($TMPDIR).
+
+    DuckDB's default is `.tmp` in the working directory, with the same file names in every process
+    (duckdb_temp_storage_DEFAULT-0.tmp): two DuckDBs spilling from one working directory (a flush and a maintenance
+    run of one worker, the catch-up beside the service) wrote into each other's files, and the first to close
+    deleted the other's, which then failed ("Cannot open file .tmp/duckdb_temp_storage_...") or crashed. A flush
+    spills whenever its batch outgrows memory_limit, so this is what keeps a large batch within memory_limit.
+    """
+    return Path(tempfile.mkdtemp(prefix="flusher-duckdb-spill-"))
+
+
+def connect_duckdb(threads: int, memory_limit: str, spill_to: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose every connection (cursor) works in UTC, whatever the host's time zone, and which
+    spills to `spill_to` (see spill_directory).
 
     A plain `SET TimeZone` holds only for the connection that ran it: cursors start from the global value, which
     DuckDB takes from the host (TZ). The TimeZone config key cannot be given to connect() either (ICU is not loaded
     yet then), so it is set globally before the first cursor exists.
     """
-    db = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+    db = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit, "temp_directory": str(spill_to)})
     try:
         db.execute("SET GLOBAL TimeZone = 'UTC'")
     except BaseException:
@@ -72,7 +88,12 @@ class LakeSession:
         self._lock = threading.Lock()
         if threads is None:
             threads = settings.ducklake.threads or default_threads(1)
-        self._db = connect_duckdb(threads, settings.ducklake.memory_limit)
+        self.spill_dir = spill_directory()
+        try:
+            self._db = connect_duckdb(threads, settings.ducklake.memory_limit, self.spill_dir)
+        except BaseException:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+            raise
         try:
             load_extensions(self._db, _extensions_for(settings))
             self._create_s3_secret()
@@ -81,7 +102,7 @@ class LakeSession:
                 self._attach_hot()
             self._attach_lake()
         except BaseException:
-            self._db.close()
+            self.close()
             raise
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -90,7 +111,12 @@ class LakeSession:
             return self._db.cursor()
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        finally:
+            shutil.rmtree(
+                self.spill_dir, ignore_errors=True
+            )  # spill files are scratch: nothing in them outlives the run
 
     def __enter__(self) -> LakeSession:
         return self

@@ -65,10 +65,10 @@ def test_peaks_are_kept_per_phase():
     assert probe.peaks_mib() == {"flush": {"rss": 900.0}, "delete": {"rss": 300.0}}
 
 
-def test_install_applies_the_settings_to_every_flusher_duckdb_and_tags_phases(monkeypatch):
+def test_install_applies_the_settings_to_every_flusher_duckdb_and_tags_phases(monkeypatch, tmp_path):
     probe = Probe()
     install(probe, ["SET GLOBAL memory_limit = '300MB'"], monkeypatch.setattr)
-    db = lake.connect_duckdb(1, "1GB")
+    db = lake.connect_duckdb(1, "1GB", tmp_path)
     try:
         assert db.execute("SELECT current_setting('memory_limit')").fetchone()[0] in ("286.1 MiB", "300.0 MB")
         phases, seen = Phases(), []
