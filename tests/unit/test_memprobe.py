@@ -38,9 +38,10 @@ def test_a_setting_duckdb_refuses_stops_before_the_run(text):
     check_settings(set_statements(parse_duckdb_set("memory_limit=300MB")))  # a good one passes
 
 
-def test_a_bad_setting_exits_2_without_running_the_variant(monkeypatch, capsys):
+@pytest.mark.parametrize("text", ["memory_limit", "no_such_setting=1"])
+def test_a_bad_setting_exits_2_without_running_the_variant(monkeypatch, capsys, text):
     ran = []
-    monkeypatch.setenv("BENCH_DUCKDB_SET", "memory_limit")
+    monkeypatch.setenv("BENCH_DUCKDB_SET", text)
     monkeypatch.setattr(memprobe.runpy, "run_module", lambda *a, **k: ran.append(a))
     assert memprobe.main(["bench.variants.flusher_flow", "spec.json"]) == 2
     assert "BENCH_DUCKDB_SET" in capsys.readouterr().err and not ran
