@@ -20,6 +20,7 @@ from flusher.storage import StorageKind
 
 HOT = "hot"  # alias of the attached hot-buffer database inside DuckDB
 COMMIT_AUTHOR = "postgres-ducklake-flusher"
+DUCKLAKE_ROW_GROUP_ROWS = 122_880  # DuckLake's Parquet row group size when the lake sets none
 PREFLIGHT_PROBE = ".flusher-preflight*"  # a listing prefix no real file has, so the check stays cheap
 
 
@@ -59,15 +60,36 @@ def spill_directory() -> Path:
     return Path(tempfile.mkdtemp(prefix="flusher-duckdb-spill-"))
 
 
-def connect_duckdb(threads: int, memory_limit: str, spill_to: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB whose every connection (cursor) works in UTC, whatever the host's time zone, and which
-    spills to `spill_to` (see spill_directory).
+def partition_flush_rows(row_group_size: int | None) -> int:
+    """Rows a partitioned insert holds per thread before it writes them out: one Parquet row group.
+
+    DuckDB's default (partitioned_write_flush_threshold, 524,288 rows) holds every partition's rows until one reaches
+    it; the Bronze tables are partitioned by ledger_range (10,000 ledgers), so a batch's partitions rarely do and a
+    table's whole batch stayed in memory (or spilled to disk) until the end of its INSERT: memory grew with the
+    batch. Writing a row group's worth at a time bounds it by threads x one row group.
+    """
+    return row_group_size or DUCKLAKE_ROW_GROUP_ROWS
+
+
+def connect_duckdb(
+    threads: int, memory_limit: str, spill_to: Path, flush_rows: int = DUCKLAKE_ROW_GROUP_ROWS
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose every connection (cursor) works in UTC, whatever the host's time zone, which
+    spills to `spill_to` (see spill_directory) and writes partitioned inserts out every `flush_rows` rows (see
+    partition_flush_rows).
 
     A plain `SET TimeZone` holds only for the connection that ran it: cursors start from the global value, which
     DuckDB takes from the host (TZ). The TimeZone config key cannot be given to connect() either (ICU is not loaded
     yet then), so it is set globally before the first cursor exists.
     """
-    db = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit, "temp_directory": str(spill_to)})
+    db = duckdb.connect(
+        config={
+            "threads": threads,
+            "memory_limit": memory_limit,
+            "temp_directory": str(spill_to),
+            "partitioned_write_flush_threshold": flush_rows,
+        }
+    )
     try:
         db.execute("SET GLOBAL TimeZone = 'UTC'")
     except BaseException:
@@ -90,7 +112,12 @@ class LakeSession:
             threads = settings.ducklake.threads or default_threads(1)
         self.spill_dir = spill_directory()
         try:
-            self._db = connect_duckdb(threads, settings.ducklake.memory_limit, self.spill_dir)
+            self._db = connect_duckdb(
+                threads,
+                settings.ducklake.memory_limit,
+                self.spill_dir,
+                partition_flush_rows(settings.ducklake.parquet_row_group_size),
+            )
         except BaseException:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
             raise
