@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from flusher.lake import connect_duckdb, spill_directory
+from flusher.lake import DUCKLAKE_ROW_GROUP_ROWS, connect_duckdb, partition_flush_rows, spill_directory
 
 # Far more than the limit below, so DuckDB must spill to keep it.
 SPILL = "CREATE TEMP TABLE t AS SELECT i, repeat('x', 100) || i AS s FROM range(1500000) r(i)"
@@ -40,3 +40,14 @@ def test_two_duckdbs_spilling_from_one_working_directory_keep_their_own_files(tm
     finally:
         a.close()
         b.close()
+
+
+def test_partitioned_inserts_write_out_one_row_group_at_a_time(tmp_path):
+    """DuckDB's default held each ledger_range partition's rows until 524,288 of them, so a table's whole batch
+    stayed in memory or the spill folder until its INSERT ended (bench/results/mem-xl-breakdown.md)."""
+    assert partition_flush_rows(32768) == 32768 and partition_flush_rows(None) == DUCKLAKE_ROW_GROUP_ROWS
+    db = connect_duckdb(1, "256MB", tmp_path, partition_flush_rows(32768))
+    try:
+        assert db.execute("SELECT current_setting('partitioned_write_flush_threshold')").fetchone()[0] == 32768
+    finally:
+        db.close()
