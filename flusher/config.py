@@ -203,7 +203,7 @@ class DuckLakeSettings(_Section):
     )
     memory_limit: str = Field(
         "512MB",
-        description="DuckDB memory_limit, e.g. 512MB; the process peaks about 350 MiB above it (Python, Prefect).",
+        description="DuckDB memory_limit, e.g. 512MB; the process peaks about 250-400 MiB above it (Python, Prefect).",
     )
     allow_catalog_migration: bool = Field(False, description="Let DuckLake migrate an older catalog format.")
     partition_by: Identifier | None = Field(
