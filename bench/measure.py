@@ -18,9 +18,11 @@ MODULES = {
     "ceiling": "bench.variants.ceiling",
     "seed-pattern": "bench.variants.seed_pattern",
     "flusher": "bench.variants.flusher_flow",
+    "flusher-nocert": "bench.variants.flusher_nocert",  # certificates off: their cost (issue 12)
+    "flusher-verify": "bench.variants.flusher_verify",  # then `verify` over the lake, timed
     "dlt": "bench.variants.dlt_peer",
 }
-DELETES = {"ceiling", "seed-pattern", "flusher"}  # dlt only copies
+DELETES = {"ceiling", "seed-pattern", "flusher", "flusher-nocert", "flusher-verify"}  # dlt only copies
 PROBED = {"bench.variants.flusher_flow"}  # BENCH_MEMORY_PROBE=1 samples their memory per phase (bench/memprobe.py)
 
 

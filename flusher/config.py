@@ -542,6 +542,7 @@ OTHER_ENV = frozenset(
         CONFIG_ENV,
         "FLUSHER_CONFIG_DIR",  # where a run's config_path may point
         "FLUSHER_FAILPOINTS",  # crash tests (flusher.failpoints)
+        "FLUSHER_BENCH_NO_CERTIFICATE",  # benchmarks only: flush without completeness certificates (certificate.py)
         "FLUSHER_TEST_PG_URI",  # the test suite's PostgreSQL (tests/conftest.py)
         "FLUSHER_TEST_PREFECT_DB",  # the database of the test and benchmark Prefect servers (tests/prefect_database.py)
         "FLUSHER_ALERT_WEBHOOK_URL",  # the alert webhook's address (`alerts`)

@@ -12,6 +12,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from flusher.certificate import Certificate
 from flusher.statuses import OPEN_BATCH_STATUSES, BatchStatus, RunStatus
 
 # Status values the SQL below names ({batch_confirmed}, {run_completed}, ...), inlined as literals: the statements
@@ -49,6 +50,19 @@ class StateIdentity:
         return (
             f"state {self.state_id}: not adopted yet (the first flush adopts an empty lake; takeover required if not)"
         )
+
+
+@dataclass(frozen=True)
+class ConfirmedBatch:
+    """A confirmed batch of one table that committed rows to the lake, and its certificate (None before
+    certificates, or with them off); previous_watermark: the table's confirmed batch before it, if any."""
+
+    batch_id: int
+    watermark: int
+    previous_watermark: int | None
+    snapshot_id: int
+    rows_flushed: int | None
+    certificate: Certificate | None
 
 
 @dataclass(frozen=True)
@@ -223,6 +237,7 @@ class StateStore:
         seconds: float,
         undone: list[int],
         rows_expected: int | None = None,
+        certificate: Certificate | None = None,
     ) -> None:
         """The lake commit exists (or nothing needed committing): note it and retire the batches it undid.
 
@@ -242,6 +257,7 @@ class StateStore:
                 ),
                 (status, snapshot_id, rows, rows_expected, status, seconds, batch, table),
             )
+            self._record_certificate(conn, batch, table, certificate)
             if undone:
                 conn.execute(
                     self._q(
@@ -250,6 +266,50 @@ class StateStore:
                     ),
                     (table, undone, batch),
                 )
+
+    # --- completeness certificates (flusher/certificate.py) ---
+
+    def _record_certificate(
+        self, conn: psycopg.Connection, batch: int, table: str, certificate: Certificate | None
+    ) -> None:
+        """Store the batch's certificate in record_committed's transaction (cleared when there is none: a retry
+        that copied nothing must not keep an earlier attempt's figures)."""
+        c = certificate
+        conn.execute(
+            self._q(
+                "UPDATE {schema}.table_batches SET certificate_rows = %s, certificate_digest = %s, "
+                "certificate_hash = %s, certificate_columns = %s WHERE batch_id = %s AND table_name = %s"
+            ),
+            (
+                c.rows if c else None,
+                c.digest if c else None,
+                c.algorithm if c else None,
+                list(c.columns) if c else None,
+                batch,
+                table,
+            ),
+        )
+
+    def confirmed_batches(self, table: str) -> list[ConfirmedBatch]:
+        """The table's confirmed batches that committed to the lake, oldest first, with their certificates."""
+        rows = self._execute(
+            "SELECT b.batch_id, b.watermark, lag(b.watermark) OVER (ORDER BY b.batch_id), b.lake_snapshot_id, "
+            "b.rows_flushed, b.certificate_rows, b.certificate_digest, b.certificate_hash, b.certificate_columns "
+            "FROM {schema}.table_batches b JOIN {schema}.confirmed_batches c USING (batch_id, table_name) "
+            "WHERE b.table_name = %s AND b.lake_snapshot_id IS NOT NULL ORDER BY b.batch_id",
+            (table,),
+        )
+        return [
+            ConfirmedBatch(
+                batch_id=r[0],
+                watermark=r[1],
+                previous_watermark=r[2],
+                snapshot_id=r[3],
+                rows_flushed=r[4],
+                certificate=None if r[5] is None else Certificate(r[5], int(r[6]), r[7], tuple(r[8])),
+            )
+            for r in rows
+        ]
 
     def record_failed(self, batch: int, table: str, error: str, watermark: int) -> None:
         """Record the table's flush as failed, also when it failed before its batch row existed (a table missing in

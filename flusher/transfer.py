@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from flusher import certificate as cert
 from flusher import failpoints
 from flusher.hot import Mark, validate_snapshot_id
 from flusher.lake import COMMIT_AUTHOR, HOT, Column, LakeSession
@@ -104,6 +105,7 @@ class CopyResult:
     undone_snapshots: list[int]
     added_columns: list[str]
     already_in_lake: int = 0  # takeover: hot rows at or below the watermark the lake already held (not copied)
+    certificate: cert.Certificate | None = None  # count and digest of the rows copied (None: nothing copied)
 
     @property
     def rows_expected(self) -> int:
@@ -120,9 +122,11 @@ class LabelOwner:
     legacy_labels_upto: int | None = None
 
 
-def label(spec: TableSpec, mark: Mark, state_id: str) -> tuple[str, str]:
+def label(spec: TableSpec, mark: Mark, state_id: str, certificate: cert.Certificate | None = None) -> tuple[str, str]:
     """The commit message and extra info that identify this table's commit for this batch of this state."""
     info = {"state": state_id, "table": spec.name, "batch": mark.batch_id, "watermark": mark.watermark}
+    if certificate is not None:
+        info["certificate"] = certificate.label()
     return f"flush {spec.name} batch {mark.batch_id} up to ledger {mark.watermark}", json.dumps(info)
 
 
@@ -206,7 +210,8 @@ def copy_table(
         if rows == 0 and not undone and not plan.add_to_lake:
             cur.execute("ROLLBACK")
             return CopyResult(0, None, [], [], present)
-        message, info = label(spec, mark, owner.state_id)
+        certificate = _certify(cur, spec, target, lake, plan, rows)
+        message, info = label(spec, mark, owner.state_id, certificate)
         cur.execute(
             f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)",
             [COMMIT_AUTHOR, message, info],
@@ -219,7 +224,19 @@ def copy_table(
     finally:
         cur.close()
     failpoints.hit("after_lake_commit", spec.name)
-    return CopyResult(rows, committed_snapshot(session, info), undone, [c.name for c in plan.add_to_lake], present)
+    added = [c.name for c in plan.add_to_lake]
+    return CopyResult(rows, committed_snapshot(session, info), undone, added, present, certificate)
+
+
+def _certify(
+    cur: duckdb.DuckDBPyConnection, spec: TableSpec, target: str, lake: list[Column], plan: ColumnPlan, rows: int
+) -> cert.Certificate | None:
+    """The completeness certificate of the rows this transaction inserted (flusher/certificate.py), before the
+    commit: a count that disagrees with `rows` refuses the commit. Columns left NULL (missing in hot) are not hashed."""
+    if rows == 0 or not cert.enabled():
+        return None
+    columns = [c.name for c in lake if c.name not in plan.missing_in_hot] + [c.name for c in plan.add_to_lake]
+    return cert.certify_transaction(cur, spec.name, target, columns, rows)
 
 
 def _insert_missing(

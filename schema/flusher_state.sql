@@ -77,3 +77,11 @@ CREATE TABLE IF NOT EXISTS {schema}.state_identity (
 -- Takeover batches delete more rows than they copy (rows already in the lake are counted, not copied): the
 -- delete must match rows_expected (copied + already present) instead of rows_flushed. NULL for plain batches.
 ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS rows_expected BIGINT;
+
+-- The completeness certificate of a batch's lake commit (flusher/certificate.py): rows and order-independent digest
+-- of the rows it added, computed in the lake transaction; `verify` recomputes them from the lake. NULL: a batch
+-- that copied nothing, from before certificates, or flushed with certificates off (benchmarks).
+ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS certificate_rows BIGINT;
+ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS certificate_digest NUMERIC(40, 0);
+ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS certificate_hash TEXT;
+ALTER TABLE {schema}.table_batches ADD COLUMN IF NOT EXISTS certificate_columns TEXT[];

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 from psycopg_pool import ConnectionPool
 
+from flusher.certificate import CertificateMismatch
 from flusher.config import PostgresSettings
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
 from flusher.failed_write import cleanup_message, explain_disk_full
@@ -115,7 +116,7 @@ def flush_table(
             with pool.connection() as conn:
                 reconcile = reconcile_for(lake, conn, spec, [c.name for c in hot_columns])
         result = copy_table(lake, spec, mark, list(hot_columns), list(table_plan.lake_columns), undo, owner, reconcile)
-    except (duckdb.Error, SchemaMismatch, TableFlushError) as exc:
+    except (duckdb.Error, SchemaMismatch, TableFlushError, CertificateMismatch) as exc:
         password = postgres.password.get_secret_value()
         message = redact(str(exc), password)
         if is_invalid_unicode(message):
@@ -123,7 +124,9 @@ def flush_table(
         if not isinstance(exc, TableFlushError):
             message = explain_disk_full(message, data_path)
             message = f"flushing {spec.name} (ledgers <= {mark.watermark}) failed: {message}"
-        if isinstance(exc, duckdb.Error):  # the lake transaction rolled back; we still hold the flusher lock
+        if isinstance(
+            exc, (duckdb.Error, CertificateMismatch)
+        ):  # the lake transaction rolled back; we still hold the flusher lock
             if cleaned := cleanup_message(lake, spec.name, attempt_start):
                 message = f"{message}; {redact(cleaned, password)}"
         state.record_failed(mark.batch_id, spec.name, message, mark.watermark)
@@ -131,7 +134,9 @@ def flush_table(
         raise (PermanentTableError if permanent else TableFlushError)(message) from None
     seconds = time.perf_counter() - started
     expected = result.rows_expected if takeover else None
-    state.record_committed(mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo, expected)
+    state.record_committed(
+        mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo, expected, result.certificate
+    )
     if result.undone_snapshots:
         logger.warning(
             "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",
