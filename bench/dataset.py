@@ -26,6 +26,9 @@ SPARSE_EVERY = 10
 XDR_CHARS = 160  # envelopes, metas, event and ledger-entry XDR; rows average ~1 KB in PostgreSQL
 SIZES = {"seed": 5_350, "large": 133_750, "catchup": 625_000}  # ledgers: ~88k, ~2.2M and ~10M rows
 
+# ~4.0M rows in one run: issue 15's memory case (bench/memprobe.py), not part of `make bench`.
+SIZES["xl"] = 240_000
+
 
 @dataclass(frozen=True)
 class Dataset:

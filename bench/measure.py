@@ -23,6 +23,14 @@ MODULES = {
     "dlt": "bench.variants.dlt_peer",
 }
 DELETES = {"ceiling", "seed-pattern", "flusher", "flusher-nocert", "flusher-verify"}  # dlt only copies
+PROBED = {"bench.variants.flusher_flow"}  # BENCH_MEMORY_PROBE=1 samples their memory per phase (bench/memprobe.py)
+
+
+def command(python: str, module: str, spec: Path, env: dict[str, str]) -> list[str]:
+    """The variant's command line: its module, or the memory probe running it when BENCH_MEMORY_PROBE=1."""
+    if env.get("BENCH_MEMORY_PROBE") == "1" and module in PROBED:
+        return [python, "-m", "bench.memprobe", module, str(spec)]
+    return [python, "-m", module, str(spec)]
 
 
 def parse_variant(label: str) -> tuple[str, dict[str, str]]:
@@ -66,7 +74,7 @@ def run_subprocess(python: str, module: str, spec: Path, env: dict[str, str], lo
     CPU seconds (user + system; PostgreSQL's own work is not in it)."""
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [python, "-m", module, str(spec)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            command(python, module, spec, env), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

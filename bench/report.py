@@ -88,7 +88,7 @@ def targets(summary: list[dict[str, Any]], ratio: dict[str, dict[str, float]]) -
             checks.append(
                 (f"{size}: flusher faster than dlt", f"{values['flusher/dlt']:.2f} x", values["flusher/dlt"] > 1)
             )
-    for size in ("large", "catchup"):
+    for size in ("large", "xl", "catchup"):
         if (size, "flusher") in found:
             rss = found[(size, "flusher")]["peak_rss_mib"]
             checks.append((f"{size}: flusher peak RSS <= 1 GiB", f"{rss:.0f} MiB", rss <= 1024))

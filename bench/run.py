@@ -37,7 +37,7 @@ MAX_REPS = {("large", "dlt"): 2}
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="seed,large", help="comma-separated: seed, large")
+    parser.add_argument("--sizes", default="seed,large", help="comma-separated: seed, large, xl (~4M rows)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--variants",

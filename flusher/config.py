@@ -30,6 +30,8 @@ from flusher.storage import StorageKind, storage_kind
 ENV_PREFIX = "FLUSHER_"
 CONFIG_ENV = "FLUSHER_CONFIG"  # the config file of a run or a command that names none
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What DuckDB's memory_limit takes: a number and a unit (1000- or 1024-based), any case.
+_MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(b|bytes?|[kmgt]|[kmgt]i?b)\s*$", re.IGNORECASE)
 # Upper bounds, so a value that validates also works where it goes: PostgreSQL's timeouts are int milliseconds,
 # DuckDB's and PostgreSQL's counters int32/int64, and a retention is subtracted from today's date.
 _INT32 = 2**31 - 1
@@ -201,7 +203,7 @@ class DuckLakeSettings(_Section):
     )
     memory_limit: str = Field(
         "512MB",
-        description="DuckDB memory_limit, e.g. 512MB; the process peaks about 350 MiB above it (Python, Prefect).",
+        description="DuckDB memory_limit, e.g. 512MB; the process peaks about 250-400 MiB above it (Python, Prefect).",
     )
     allow_catalog_migration: bool = Field(False, description="Let DuckLake migrate an older catalog format.")
     partition_by: Identifier | None = Field(
@@ -224,6 +226,17 @@ class DuckLakeSettings(_Section):
         le=_INT32,
         description="Inserts of fewer rows go into the catalog, not a file (0 = never; null = DuckLake's 10).",
     )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit_duckdb_takes(cls, value: str) -> str:
+        # Refused here (exit 2 at load), not by DuckDB inside every flow run.
+        if not _MEMORY_LIMIT.match(value):
+            raise ValueError(
+                f"{value!r} is not a size DuckDB takes; write e.g. 512MB or 1GiB (KB, MB, GB, TB or KiB, MiB, GiB, "
+                "TiB). Peak RSS is about 350-400 MiB above it: for a budget B, set B minus ~400 MiB"
+            )
+        return value.strip()
 
     @field_validator("catalog_path")
     @classmethod

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import duckdb
 
@@ -17,6 +20,7 @@ from flusher.storage import StorageKind
 
 HOT = "hot"  # alias of the attached hot-buffer database inside DuckDB
 COMMIT_AUTHOR = "postgres-ducklake-flusher"
+DUCKLAKE_ROW_GROUP_ROWS = 122_880  # DuckLake's Parquet row group size when the lake sets none
 PREFLIGHT_PROBE = ".flusher-preflight*"  # a listing prefix no real file has, so the check stays cheap
 
 
@@ -44,14 +48,48 @@ def _extensions_for(settings: Settings) -> tuple[str, ...]:
     return base + ("httpfs",) if settings.ducklake.is_remote else base
 
 
-def connect_duckdb(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB whose every connection (cursor) works in UTC, whatever the host's time zone.
+def spill_directory() -> Path:
+    """A new, private folder for one DuckDB's spill files, in the system's temporary folder ($TMPDIR).
+
+    DuckDB's default is `.tmp` in the working directory, with the same file names in every process
+    (duckdb_temp_storage_DEFAULT-0.tmp): two DuckDBs spilling from one working directory (a flush and a maintenance
+    run of one worker, the catch-up beside the service) wrote into each other's files, and the first to close
+    deleted the other's, which then failed ("Cannot open file .tmp/duckdb_temp_storage_...") or crashed. A flush
+    spills whenever its batch outgrows memory_limit, so this is what keeps a large batch within memory_limit.
+    """
+    return Path(tempfile.mkdtemp(prefix="flusher-duckdb-spill-"))
+
+
+def partition_flush_rows(row_group_size: int | None) -> int:
+    """Rows a partitioned insert holds per thread before it writes them out: one Parquet row group.
+
+    DuckDB's default (partitioned_write_flush_threshold, 524,288 rows) holds every partition's rows until one reaches
+    it; the Bronze tables are partitioned by ledger_range (10,000 ledgers), so a batch's partitions rarely do and a
+    table's whole batch stayed in memory (or spilled to disk) until the end of its INSERT: memory grew with the
+    batch. Writing a row group's worth at a time bounds it by threads x one row group.
+    """
+    return row_group_size or DUCKLAKE_ROW_GROUP_ROWS
+
+
+def connect_duckdb(
+    threads: int, memory_limit: str, spill_to: Path, flush_rows: int = DUCKLAKE_ROW_GROUP_ROWS
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose every connection (cursor) works in UTC, whatever the host's time zone, which
+    spills to `spill_to` (see spill_directory) and writes partitioned inserts out every `flush_rows` rows (see
+    partition_flush_rows).
 
     A plain `SET TimeZone` holds only for the connection that ran it: cursors start from the global value, which
     DuckDB takes from the host (TZ). The TimeZone config key cannot be given to connect() either (ICU is not loaded
     yet then), so it is set globally before the first cursor exists.
     """
-    db = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+    db = duckdb.connect(
+        config={
+            "threads": threads,
+            "memory_limit": memory_limit,
+            "temp_directory": str(spill_to),
+            "partitioned_write_flush_threshold": flush_rows,
+        }
+    )
     try:
         db.execute("SET GLOBAL TimeZone = 'UTC'")
     except BaseException:
@@ -75,7 +113,17 @@ class LakeSession:
         self._lock = threading.Lock()
         if threads is None:
             threads = settings.ducklake.threads or default_threads(1)
-        self._db = connect_duckdb(threads, settings.ducklake.memory_limit)
+        self.spill_dir = spill_directory()
+        try:
+            self._db = connect_duckdb(
+                threads,
+                settings.ducklake.memory_limit,
+                self.spill_dir,
+                partition_flush_rows(settings.ducklake.parquet_row_group_size),
+            )
+        except BaseException:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+            raise
         try:
             load_extensions(self._db, _extensions_for(settings))
             self._create_s3_secret()
@@ -84,7 +132,7 @@ class LakeSession:
                 self._attach_hot()
             self._attach_lake()
         except BaseException:
-            self._db.close()
+            self.close()
             raise
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -93,7 +141,12 @@ class LakeSession:
             return self._db.cursor()
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        finally:
+            shutil.rmtree(
+                self.spill_dir, ignore_errors=True
+            )  # spill files are scratch: nothing in them outlives the run
 
     def __enter__(self) -> LakeSession:
         return self

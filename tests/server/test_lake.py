@@ -44,6 +44,21 @@ def test_init_and_flush_reruns_keep_tables_and_history(hot):
         assert set(lake.partition_columns()) >= set(ENABLED), "every Bronze table is partitioned"
 
 
+def test_each_session_spills_into_a_folder_of_its_own_gone_when_it_closes_and_bounds_partition_buffers(
+    hot, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # where DuckDB's default `.tmp`, shared by every DuckDB started here, would be
+    with LakeSession(hot.settings(), attach_hot=False) as a, LakeSession(hot.settings(), attach_hot=False) as b:
+        folders = [a.spill_dir, b.spill_dir]
+        assert folders[0] != folders[1] and all(f.is_dir() for f in folders)
+        assert [s.cursor().execute("SELECT current_setting('temp_directory')").fetchone()[0] for s in (a, b)] == [
+            str(f) for f in folders
+        ]
+        # one row group (the config's parquet_row_group_size) per partitioned write-out, not DuckDB's 524,288 rows
+        assert a.cursor().execute("SELECT current_setting('partitioned_write_flush_threshold')").fetchone()[0] == 32768
+    assert not any(f.exists() for f in folders) and not (tmp_path / ".tmp").exists()
+
+
 def test_existing_unpartitioned_tables_get_partitioned_and_a_choice_is_kept(hot):
     hot.config = write_config(hot, ducklake={"partition_by": None})
     with LakeSession(hot.settings(), attach_hot=False) as lake:

@@ -264,6 +264,21 @@ def test_numbers_past_what_the_servers_take_are_refused(section, key, value):
     assert f"{section}.{key}" in _error(_with(section, **{key: value}))
 
 
+@pytest.mark.parametrize("value", ["512", "lots", "80%", "-1", "1.5 GBs"])
+def test_a_memory_limit_duckdb_would_refuse_is_refused_at_load_with_the_sizing_rule(value):
+    """Before, DuckDB refused it inside every flow run (when the lake session opened)."""
+    message = _error(_with("ducklake", memory_limit=value))
+    assert "ducklake.memory_limit" in message and "e.g. 512MB" in message and "budget" in message
+
+
+@pytest.mark.parametrize("value", ["512MB", "1GB", "1.5 GiB", "768mib", "700M"])
+def test_every_memory_limit_that_validates_opens_a_duckdb(value):
+    import duckdb
+
+    limit = settings_from_mapping(_with("ducklake", memory_limit=value), "t", {}).ducklake.memory_limit
+    duckdb.connect(config={"memory_limit": limit}).close()
+
+
 def test_an_empty_table_list_is_refused_not_a_flush_of_nothing():
     message = _error(_with("flush", tables=[]))
     assert "flush.tables: is empty" in message and "remove the key" in message

@@ -73,8 +73,8 @@ def test_timestamptz_is_copied_as_its_utc_wall_time_whatever_the_duckdb_session_
     assert str(value) == "2025-03-09 06:59:59.500000"
 
 
-def test_every_duckdb_cursor_of_the_flusher_works_in_utc():
-    db = connect_duckdb(1, "256MB")
+def test_every_duckdb_cursor_of_the_flusher_works_in_utc(tmp_path):
+    db = connect_duckdb(1, "256MB", tmp_path)
     try:
         assert {db.cursor().execute("SELECT current_setting('TimeZone')").fetchone()[0] for _ in range(3)} == {"UTC"}
     finally:
