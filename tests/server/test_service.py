@@ -90,9 +90,9 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "flusher-pool"],
         cwd=elsewhere,
-        env={**os.environ, "FLUSHER_CONFIG": str(hot.config), **FAST_POLLING},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env={**os.environ, "FLUSHER_CONFIG": str(hot.config), **FAST_POLLING, "PYTHONFAULTHANDLER": "1", "PREFECT_LOGGING_LEVEL": "DEBUG"},
+        stdout=open("/tmp/speed_worker.log", "w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -126,10 +126,15 @@ def test_deploy_all_with_a_process_worker_and_a_manual_run_from_the_cli(hot):
         assert "belong to a work pool" in refused.stderr and "Traceback" not in refused.stderr
         assert "prefect deployment delete bronze-flush/bronze-flush" in refused.stderr
     finally:
+        t0 = time.monotonic()
+        print("EXP sigterm", time.time(), file=open("/tmp/speed_worker_t.log", "a"))
         os.killpg(worker.pid, signal.SIGTERM)
         try:
             worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # a worker slow to stop must not leave its deployments to the next test
+            print("EXP stopped after", time.monotonic() - t0, file=open("/tmp/speed_worker_t.log", "a"))
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGABRT)
+            time.sleep(3)  # a worker slow to stop must not leave its deployments to the next test
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
             raise
