@@ -155,8 +155,9 @@ def _stop_worker(worker: subprocess.Popen, log: Path) -> None:
 
     Measured on a machine with load 28 it stopped 1.9 s after the SIGTERM (it turns it into a SIGINT: cancel, tear
     down, close the event websockets). In a full tests/server run at the same load one did not stop within 60 s
-    after its run had completed (the test then failed on the TimeoutExpired); the cause was not found. A hung stop is Prefect's worker, not the flusher, so it does not fail the test: it warns with
-    the stacks, so that the next occurrence shows where it hangs.
+    after its run had completed (the test then failed on the TimeoutExpired); the cause was not found. A hung stop
+    is Prefect's worker, not the flusher, so it does not fail the test: it warns with the stacks, so that the next
+    occurrence shows where it hangs.
     """
     os.killpg(worker.pid, signal.SIGTERM)
     try:
