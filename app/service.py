@@ -53,28 +53,54 @@ class RunnerThread:
         self.deployments = deployments
         self.deployment_id: UUID | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.ready = threading.Event()
+        self.main: asyncio.Task | None = None
+        self.ready = threading.Event()  # set once the runner serves (or failed to start)
+        self.abandon = threading.Event()  # stop() before the loop ran: never start serving
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="prefect-runner", daemon=True)
 
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
+        except asyncio.CancelledError:
+            pass  # stopped during start-up
         except BaseException as exc:  # noqa: BLE001 - reported by start()
             self.error = exc
+        finally:
             self.ready.set()
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.main = asyncio.current_task()
+        if self.abandon.is_set():
+            return
         ids = [await self.runner.aadd_deployment(d) for d in self.deployments]
         self.deployment_id = ids[0]  # the flush: /health reports its next run
-        self.ready.set()
-        await self.runner.start(webserver=False)
+        watch = asyncio.create_task(self._set_ready_when_serving())
+        try:
+            await self.runner.start(webserver=False)
+        finally:
+            watch.cancel()
 
-    def start(self, timeout: float = 120) -> None:
+    async def _set_ready_when_serving(self) -> None:
+        """Ready once the Runner has entered its context (it polls from then on), not when start() is called: until
+        then astop() refuses ("not yet started") and a stop would wait for its timeout."""
+        while not self.runner.started:
+            await asyncio.sleep(0.05)
+        self.ready.set()
+
+    def start(self, stop: threading.Event, timeout: float = 120) -> bool:
+        """Start the runner and wait until it serves; False if `stop` was set first (a signal during start-up)."""
         self.thread.start()
-        if not self.ready.wait(timeout) or self.error:
-            raise RuntimeError(f"the Prefect runner did not start: {self.error or 'timed out'}")
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            if stop.is_set():
+                return False
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Prefect runner did not start: timed out")
+        if self.error or not self.runner.started:
+            raise RuntimeError(f"the Prefect runner did not start: {self.error or 'it stopped'}")
+        return True
 
     def stop_taking_runs(self) -> None:
         """The runner's poller skips its next rounds; runs in flight go on."""
@@ -115,13 +141,23 @@ class RunnerThread:
         return list(processes)
 
     def stop(self, timeout: float = 60) -> None:
+        """Stop serving; during start-up, abandon the start (the runner may not be started yet, so astop() would
+        refuse and the thread would start serving after all)."""
+        self.abandon.set()
         if self.loop is not None and self.thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self.runner.astop(), self.loop)
+            future = asyncio.run_coroutine_threadsafe(self._stop(), self.loop)
             try:
                 future.result(timeout)
             except Exception as exc:  # noqa: BLE001 - shutting down anyway
                 log.warning("runner stop: %s", exc)
         self.thread.join(timeout)
+
+    async def _stop(self) -> None:
+        """In the runner's loop, so that `started` cannot change between the check and the stop."""
+        if self.runner.started:
+            await self.runner.astop()
+        elif self.main is not None:
+            self.main.cancel()
 
     def next_scheduled_run(self) -> datetime | None:
         """When the API has the deployment's next scheduled run."""
@@ -253,14 +289,14 @@ class FlusherService:
             raise
         health.start()
         try:
-            runner.start()
-            log.info(
-                "Serving %s every %ss; /health and /metrics on %s:%s",
-                self.spec.name,
-                self.interval,
-                self.settings.service.health_host,
-                health.port,
-            )
+            if runner.start(self.stop_requested):
+                log.info(
+                    "Serving %s every %ss; /health and /metrics on %s:%s",
+                    self.spec.name,
+                    self.interval,
+                    self.settings.service.health_host,
+                    health.port,
+                )
             while not self.stop_requested.wait(0.5):
                 pass
             return self._shutdown(runner)

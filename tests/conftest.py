@@ -48,6 +48,30 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(
                 f"{item.nodeid} is in tests/{layer} but uses {sorted(used)}: move it to tests/server"
             )
+    if hasattr(config, "workerinput"):  # an xdist worker: the order in which it reports items is the queue's order
+        items.sort(key=lambda item: _expected_seconds(config, item), reverse=True)
+
+
+# Slow first: xdist hands the tests out in collection order (after its groups, largest first: the harness), so the
+# longest go out first and the two workers finish together, instead of one starting a 2-minute test while the other
+# has run out of work. The expected time is the test's last measured time (pytest's cache, written by the run that
+# measured it), else a guess from its marks. Only on xdist workers: a plain run keeps the file order (and tests/harness
+# together, whose package fixture starts the harness once).
+DURATIONS_KEY = "flusher/durations"
+_MEASURED: dict[str, float] = {}
+
+
+def _expected_seconds(config, item) -> float:
+    if item.get_closest_marker("harness"):
+        return float("inf")  # one xdist group; keeps its items together, in file order
+    known = config.cache.get(DURATIONS_KEY, {}) if config.cache else {}
+    if item.nodeid in known:
+        return known[item.nodeid]
+    return 60.0 if item.get_closest_marker("slow") else 10.0 if item.get_closest_marker("server") else 0.0
+
+
+def pytest_runtest_logreport(report):
+    _MEASURED[report.nodeid] = _MEASURED.get(report.nodeid, 0.0) + report.duration  # setup + call + teardown
 
 
 def pytest_collection_finish(session):
@@ -63,6 +87,9 @@ def pytest_collection_finish(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if _MEASURED and config.cache and not hasattr(config, "workerinput"):  # the controller sees every worker's reports
+        config.cache.set(DURATIONS_KEY, {**config.cache.get(DURATIONS_KEY, {}), **_MEASURED})
     if _PREFECT_SERVER:
         _PREFECT_SERVER[0].stop()
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)

@@ -9,7 +9,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow  # its own PostgreSQL and Prefect server: among the longest tests, so scheduled early
 def test_the_demo_flushes_every_table_and_removes_its_folder(tmp_path: Path):
     # A short TMPDIR: PostgreSQL's socket path must fit in 107 bytes, more than pytest's tmp_path leaves on a worker.
     scratch = Path(tempfile.mkdtemp(prefix="demo-", dir="/tmp"))
