@@ -20,6 +20,13 @@ COMMIT_AUTHOR = "postgres-ducklake-flusher"
 PREFLIGHT_PROBE = ".flusher-preflight*"  # a listing prefix no real file has, so the check stays cheap
 
 
+# The postgres extension checks a pooled connection with `SELECT 1` when it is taken and when it is given back (and
+# resets it with DISCARD ALL): two of every three statements a lake step sends before its own, each a round trip to a
+# remote catalog (at 30 ms, ~2 x 80 connection takes per run). A run's DuckDB lives for one run and its pool drops
+# connections idle for 60 s, so a check would only catch a connection lost mid-run; that fails the table's step
+# instead (its rows stay in PostgreSQL for a retry or the next run). Set before any ATTACH: it applies to databases
+# attached after it.
+POOL_SETTINGS = "SET GLOBAL pg_pool_health_check_query = ''"
 _UNREACHABLE = "Unable to connect to Postgres at"  # DuckDB's postgres extension, when libpq cannot connect
 
 
@@ -75,6 +82,7 @@ class LakeSession:
         self._db = connect_duckdb(threads, settings.ducklake.memory_limit)
         try:
             load_extensions(self._db, _extensions_for(settings))
+            self._db.execute(POOL_SETTINGS)
             self._create_s3_secret()
             self._check_data_path()
             if attach_hot:
