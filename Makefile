@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo lint test test-fast test-harness fuzz bench bench-catchup lock clean
+.PHONY: install demo lint test test-fast test-harness fuzz bench bench-catchup bench-remote lock clean
 
 install: $(STAMP)
 
@@ -61,6 +61,13 @@ bench: install $(BENCH_STAMP)
 # The >= 10M-row backlog through the real flow with a ledger cap per run (too long for `make bench`).
 bench-catchup: install $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --catchup --peer-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
+
+# The deployed regime: catalog PostgreSQL and S3 (moto) behind proxies adding RTT_MS of round trip; ceiling, seed
+# pattern and this flusher at SIZES; writes bench/results/remote-<RTT>ms.* (README "With a remote catalog ...").
+RTT_MS ?= 30
+SIZES  ?= seed,medium
+bench-remote: install
+	$(BIN)/python -m bench.remote --rtt-ms $(RTT_MS) --sizes $(SIZES) $(BENCH_ARGS)
 
 # Refresh the lock after changing pyproject.toml dependencies.
 lock:

@@ -24,7 +24,8 @@ ROWS_PER_LEDGER = {
 }
 SPARSE_EVERY = 10
 XDR_CHARS = 160  # envelopes, metas, event and ledger-entry XDR; rows average ~1 KB in PostgreSQL
-SIZES = {"seed": 5_350, "large": 133_750, "catchup": 625_000}  # ledgers: ~88k, ~2.2M and ~10M rows
+# ledgers: ~88k, ~440k (the remote regime's larger size), ~2.2M and ~10M rows
+SIZES = {"seed": 5_350, "medium": 26_750, "large": 133_750, "catchup": 625_000}
 
 # ~4.0M rows in one run: issue 15's memory case (bench/memprobe.py), not part of `make bench`.
 SIZES["xl"] = 240_000

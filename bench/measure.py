@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -101,14 +102,20 @@ def measure(
     python: str,
     env: dict[str, str],
     pgdata: Path,
+    wire: Callable[[bool], dict[str, int]] | None = None,
     **spec_extra: object,
 ) -> Measurement:
+    """`wire(reset)`: counters of what crossed the network (bench/remote.py's proxies), zeroed before the run
+    (reset=True) and read right after it, before anything else talks to the lake."""
     base, overrides = parse_variant(variant)
     result_path = ws.root / f"{base}.result.json"
     spec = ws.spec(result_path, root=str(ws.root), **spec_extra)
     log = ws.root / f"{base}.log"
     load_before, pg_before = os.getloadavg()[0], postgres_cpu_seconds(pgdata)
+    if wire:
+        wire(True)
     code, rss, cpu = run_subprocess(python, MODULES[base], spec, os.environ | env | overrides, log)
+    counted = wire(False) if wire else {}
     time.sleep(0.3)  # let the postmaster reap the variant's backends, so their CPU is counted
     pg_cpu = postgres_cpu_seconds(pgdata) - pg_before
     load = {
@@ -117,7 +124,7 @@ def measure(
         "cpu_seconds": cpu + pg_cpu,
         "client_cpu_seconds": cpu,
         "postgres_cpu_seconds": pg_cpu,
-    }
+    } | counted
     if code != 0 or not result_path.exists():
         tail = log.read_text()[-2000:]
         return Measurement(size, variant, rep, 0.0, {}, rss, 0, False, [f"exit code {code}: {tail}"], load)

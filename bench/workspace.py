@@ -37,26 +37,46 @@ class Workspace:
         return path
 
 
-def _write_config(root: Path, admin_uri: str, data_path: Path, max_ledgers: int) -> Path:
+@dataclass(frozen=True)
+class Remote:
+    """Where a remote-regime run reaches the lake: the catalog at a TCP port on loopback (a proxy; None: directly),
+    and the ducklake keys of an object store (data_path and aws_*)."""
+
+    catalog_port: int | None
+    ducklake: dict[str, object]
+
+
+def _write_config(
+    root: Path, admin_uri: str, data_path: Path, max_ledgers: int, remote: Remote | None = None, name: str = "config"
+) -> Path:
     params = server_params(admin_uri)
     catalog = psycopg.conninfo.make_conninfo(
-        host=params["host"], port=params["port"], user=params["user"], dbname=CATALOG_DB
+        host="127.0.0.1" if remote and remote.catalog_port else params["host"],
+        port=remote.catalog_port if remote and remote.catalog_port else params["port"],
+        user=params["user"],
+        dbname=CATALOG_DB,
     )
     config = {
         "postgres": {"host": params["host"], "port": int(params["port"]), "database": HOT_DB, "user": params["user"]},
-        "ducklake": {"catalog_path": catalog, "data_path": str(data_path)},
+        "ducklake": {"catalog_path": catalog, "data_path": str(data_path), **(remote.ducklake if remote else {})},
         # Every variant vacuums after its delete, so the flusher does too (its default is every 10th run).
         "vacuum": {"enabled": True, "every_n_flushes": 1},
         # The same 19 tables every variant moves (the flusher's default, every known table, adds 2 empty ones).
         "flush": {"max_ledgers_per_run": max_ledgers, "tables": list(enabled_tables())},
     }
-    path = root / "config.yaml"
+    path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def prepare(admin_uri: str, dataset: Dataset, root: Path, max_ledgers: int = 0) -> Workspace:
-    """Restore the hot data, start an empty lake with the Bronze tables and the flusher's state tables created."""
+def prepare(
+    admin_uri: str, dataset: Dataset, root: Path, max_ledgers: int = 0, remote: Remote | None = None
+) -> Workspace:
+    """Restore the hot data, start an empty lake with the Bronze tables and the flusher's state tables created.
+
+    With `remote`, the variants reach the catalog through its port and write to its object store; the setup here
+    talks to the catalog directly (no added latency for what no variant is timed on).
+    """
     from flusher.hot import make_pool
     from flusher.lake import LakeSession
     from flusher.state import StateStore
@@ -67,13 +87,17 @@ def prepare(admin_uri: str, dataset: Dataset, root: Path, max_ledgers: int = 0) 
     create_empty(admin_uri, CATALOG_DB)
     data_path = root / "lake"
     data_path.mkdir()
-    config = _write_config(root, admin_uri, data_path, max_ledgers)
+    setup = remote and Remote(None, remote.ducklake)
+    config = _write_config(root, admin_uri, data_path, max_ledgers, setup, "setup" if remote else "config")
     settings = load_settings(config)
     # What `postgres-ducklake-flusher init` does once in production; no variant pays for it inside its timing.
     with LakeSession(settings, attach_hot=False) as lake:
         lake.ensure_tables(list(enabled_tables()))
     with make_pool(settings.postgres) as pool:
         StateStore(pool, settings.flush.state_schema).ensure()
+    if remote:
+        config = _write_config(root, admin_uri, data_path, max_ledgers, remote)
+        settings = load_settings(config)
     settle(admin_uri)
     return Workspace(
         root,

@@ -28,19 +28,27 @@ def _timed(phases: Phases, name: str, fn: Callable[..., Any]) -> Callable[..., A
     return wrapper
 
 
-def instrument(phases: Phases) -> Callable[..., Any]:
-    """Wrap the flow's steps in timers; returns the flow."""
+def instrument(phases: Phases, patch: Callable[[object, str, Any], None] = setattr) -> Callable[..., Any]:
+    """Wrap the flow's steps in timers (`patch`: how an attribute is replaced); returns the flow.
+
+    The flow body is timed around `_bronze_flush`, which the flow function calls by name, not by replacing
+    `bronze_flush.fn`: Prefect validates the parameters against that function's annotations, resolved in its module
+    (`KnownTable`), so a wrapper from this module would make every call fail validation.
+    """
     import flusher.flows.bronze_flush as module
     from flusher.resources import RunResources
 
-    module.mark_watermark = _timed(phases, "watermark", module.mark_watermark)
-    RunResources.open_lake = _timed(phases, "flush", RunResources.open_lake)
-    module._flush_all = _timed(phases, "flush", module._flush_all)
-    module.delete_flushed_rows.fn = _timed(phases, "delete", module.delete_flushed_rows.fn)
-    module.delete_flushed_rows = _timed(phases, "delete_subflow", module.delete_flushed_rows)
-    module.vacuum_tables = _timed(phases, "vacuum", module.vacuum_tables)
-    module.publish_report = _timed(phases, "report", module.publish_report)
-    module.bronze_flush.fn = _timed(phases, "flow_body", module.bronze_flush.fn)
+    def wrap(owner: object, name: str, phase: str) -> None:
+        patch(owner, name, _timed(phases, phase, getattr(owner, name)))
+
+    wrap(module, "mark_watermark", "watermark")
+    wrap(RunResources, "open_lake", "flush")
+    wrap(module, "_flush_all", "flush")
+    wrap(module.delete_flushed_rows, "fn", "delete")  # a subflow: its own parameters are not validated
+    wrap(module, "delete_flushed_rows", "delete_subflow")
+    wrap(module, "vacuum_tables", "vacuum")
+    wrap(module, "publish_report", "report")
+    wrap(module, "_bronze_flush", "flow_body")
     return module.bronze_flush
 
 

@@ -131,3 +131,23 @@ def test_duckdb_threads_leave_a_core_per_concurrent_flush_unless_configured(hot,
     threads = Parallelism.from_settings(_with_concurrency(hot.settings(), 4)).duckdb_threads
     with LakeSession(hot.settings(), attach_hot=False, threads=threads) as lake:
         assert lake.cursor().execute("SELECT current_setting('threads')").fetchone()[0] == 2
+
+
+def test_the_adoption_check_finds_rows_in_files_and_inlined_and_none_once_deleted(hot):
+    """The catalog query that narrows the adoption check sees every table holding rows, and only those."""
+    from flusher.adoption import tables_that_may_hold_rows, tables_with_rows
+
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        lake.ensure_tables(["ledgers_row_v2", "transactions_row_v2", "operations_row_v2"])
+        assert tables_that_may_hold_rows(lake) == [] and tables_with_rows(lake) == []
+        cur = lake.cursor()
+        inlined, in_file, emptied = (
+            lake.table(t) for t in ("ledgers_row_v2", "transactions_row_v2", "operations_row_v2")
+        )
+        cur.execute(f"INSERT INTO {inlined} (sequence) VALUES (1)")  # under the inlining limit: catalog rows
+        cur.execute(f"INSERT INTO {in_file} (ledger_sequence) SELECT range FROM range(100)")  # a Parquet file
+        cur.execute(f"INSERT INTO {emptied} (ledger_sequence) VALUES (1)")
+        cur.execute(f"DELETE FROM {emptied}")
+        held = ["ledgers_row_v2", "transactions_row_v2"]
+        assert tables_with_rows(lake) == held
+        assert set(held) <= set(tables_that_may_hold_rows(lake)) <= {*held, "operations_row_v2"}

@@ -13,7 +13,7 @@ import pytest
 from flusher import failpoints
 from flusher.config import DuckLakeSettings, PostgresSettings, session_options, with_session_options
 from flusher.hot import choose_watermark, validate_snapshot_id
-from flusher.lake import Column, bronze_ddl, connect_duckdb, redact
+from flusher.lake import Column, bronze_ddl, connect_duckdb, pool_settings, redact
 from flusher.registry import registry
 from flusher.transfer import SchemaMismatch, lake_type_for, plan_columns
 
@@ -211,3 +211,11 @@ def test_a_label_is_this_states_only_with_its_id_or_as_an_upgraded_states_old_la
         assert not _may_be_ours(upgraded, parse_label(6, broken)), broken
     assert StateIdentity("s-1", now, None, None, None, None).adopted is None
     assert StateIdentity("s-1", now, None, "takeover", None, None).adopted is False
+
+
+def test_the_catalog_pool_skips_health_checks_and_holds_two_connections_per_concurrent_flush():
+    assert pool_settings(8) == [
+        "SET GLOBAL pg_pool_health_check_query = ''",
+        "SET GLOBAL pg_pool_max_connections = 16",
+    ]
+    assert pool_settings(1)[1] == "SET GLOBAL pg_pool_max_connections = 4"  # never below the extension's default
