@@ -15,10 +15,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -29,7 +27,7 @@ from bench.measure import Measurement, measure, parse_variant
 from bench.prefect_server import prefect_server
 from bench.proxy import RunningProxy, running
 from bench.report import summarise
-from bench.run import RESULTS
+from bench.run import RESULTS, in_scratch
 from bench.workspace import Remote, prepare
 
 BUCKET = "bronze"
@@ -185,12 +183,8 @@ def markdown(measurements: list[Measurement], datasets: dict[str, dict], rtt_ms:
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     name = args.name or f"remote-{args.rtt_ms:g}ms"
-    tmp = Path(tempfile.mkdtemp(prefix="flusher-bench-remote-"))
     started = time.perf_counter()
-    try:
-        measurements, datasets = run_all(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    measurements, datasets = in_scratch(run_all, args, "flusher-bench-remote-")
     command = "python -m bench.remote " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (
         f"Measured by `{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {args.reps} repetitions "

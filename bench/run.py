@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.dataset import SIZES, Dataset, build_template
@@ -151,15 +152,24 @@ def _update_readme(section: str, name: str) -> None:
     readme.write_text(head + start + "\n" + section + "\n" + end + rest.split(end, 1)[1])
 
 
+def in_scratch(
+    run: Callable[[argparse.Namespace, Path], tuple[list[Measurement], dict[str, dict]]],
+    args: argparse.Namespace,
+    prefix: str,
+) -> tuple[list[Measurement], dict[str, dict]]:
+    """`run(args, tmp)` in a new temporary folder, removed afterwards whatever happens."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     name = args.name or ("catchup" if args.catchup else "bench")
-    tmp = Path(tempfile.mkdtemp(prefix="flusher-bench-"))
     started = time.perf_counter()
-    try:
-        measurements, datasets = run_all(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    measurements, datasets = in_scratch(run_all, args, "flusher-bench-")
     summary = summarise(measurements, datasets)
     ratio = ratios(summary)
     checks = targets(summary, ratio)

@@ -6,55 +6,46 @@ import duckdb
 import pytest
 
 from flusher import certificate as cert
+from flusher import verify_report as vr
 from flusher.extensions import load_extensions
-from flusher.verify_report import (
-    CERTIFICATE,
-    BatchFigures,
-    Finding,
-    TableCheck,
-    VerifyReport,
-    edge_gaps,
-    judge_certificate,
-    ranges,
-)
 
 
 def test_ranges_collapse_sorted_contiguous_ledgers():
-    assert ranges([10, 9, 1, 2, 3, 7, 3]) == [(1, 3), (7, 7), (9, 10)]
-    assert ranges([]) == []
+    assert vr.ranges([10, 9, 1, 2, 3, 7, 3]) == [(1, 3), (7, 7), (9, 10)]
+    assert vr.ranges([]) == []
 
 
 def test_edge_gaps_only_for_an_explicit_range():
-    assert edge_gaps((5, 8), 1, 10) == [(1, 4), (9, 10)]
-    assert edge_gaps((1, 10), 1, 10) == []
-    assert edge_gaps(None, 3, 4) == [(3, 4)]
-    assert edge_gaps((5, 8), None, 10) == []
+    assert vr.edge_gaps((5, 8), 1, 10) == [(1, 4), (9, 10)]
+    assert vr.edge_gaps((1, 10), 1, 10) == []
+    assert vr.edge_gaps(None, 3, 4) == [(3, 4)]
+    assert vr.edge_gaps((5, 8), None, 10) == []
 
 
 @pytest.mark.parametrize(
     ("found", "words"),
     [
-        (BatchFigures(9, 1), "1 of its 10 rows lost"),
+        (vr.BatchFigures(9, 1), "1 of its 10 rows lost"),
         (None, "10 of its 10 rows lost"),
-        (BatchFigures(11, 1), "1 rows more than the 10 it committed (duplicated)"),
-        (BatchFigures(10, 2), "digest differs (rows altered)"),
+        (vr.BatchFigures(11, 1), "1 rows more than the 10 it committed (duplicated)"),
+        (vr.BatchFigures(10, 2), "digest differs (rows altered)"),
     ],
 )
 def test_a_certificate_that_disagrees_names_the_batch_and_its_ledgers(found, words):
-    finding = judge_certificate("t", 7, 42, (100, 120), BatchFigures(10, 1), found)
-    assert finding is not None and finding.kind == CERTIFICATE
+    finding = vr.judge_certificate("t", 7, 42, (100, 120), vr.BatchFigures(10, 1), found)
+    assert finding is not None and finding.kind == vr.CERTIFICATE
     assert words in finding.detail and "batch 7 (lake snapshot 42)" in finding.detail
     assert "ledgers 100..120" in finding.describe()
 
 
 def test_a_matching_certificate_is_no_finding():
-    assert judge_certificate("t", 7, 42, (1, 2), BatchFigures(10, 5), BatchFigures(10, 5)) is None
+    assert vr.judge_certificate("t", 7, 42, (1, 2), vr.BatchFigures(10, 5), vr.BatchFigures(10, 5)) is None
 
 
 def test_the_report_fails_on_any_finding_and_lists_it():
-    clean = VerifyReport(1, 9, [TableCheck("a", hot_rows=1, lake_rows=2)])
+    clean = vr.VerifyReport(1, 9, [vr.TableCheck("a", hot_rows=1, lake_rows=2)])
     assert clean.ok and "OK: no discrepancy" in clean.render() and clean.to_json()["ok"]
-    bad = VerifyReport(None, None, [TableCheck("a", findings=[Finding("a", "ledger gap", 4, 4, "no ledger")])])
+    bad = vr.VerifyReport(None, None, [vr.TableCheck("a", findings=[vr.Finding("a", "ledger gap", 4, 4, "no ledger")])])
     assert not bad.ok
     assert "DISCREPANCY a: ledger gap at ledger 4: no ledger" in bad.render()
     assert bad.artifact_rows()[0]["discrepancies"] == "ledger gap at ledger 4"
