@@ -29,20 +29,16 @@ _POOL_CONNECTIONS = 4  # the extension's default pool size
 
 def pool_settings(flush_concurrency: int) -> list[str]:
     """The postgres extension's pool settings for this run (set before any ATTACH: they apply to databases attached
-    after them), each worth round trips to a remote catalog (bench/remote.py).
+    after them): two pooled connections per concurrent table flush (its copy, and its commit's retry or the lookup
+    after it). With fewer, every flush above the pool size opened and closed its own catalog connections (72 at
+    flush.concurrency 8, each several round trips to a remote catalog; bench/remote.py).
 
-    - No health check: the pool runs `SELECT 1` when a connection is taken and when it is given back (besides its
-      DISCARD ALL), two of every three statements a lake step sent before its own (~160 per seed run). A run's
-      DuckDB lives for one run and the pool drops connections idle for 60 s, so the check would only catch a
-      connection lost mid-run; that fails the table's step instead (its rows stay in PostgreSQL for the next try).
-    - Two pooled connections per concurrent table flush (its copy, and its commit's retry or the lookup after it):
-      with fewer, every flush above the pool size opened and closed its own catalog connections (72 connections
-      at flush.concurrency 8, each several round trips).
+    The pool's health check (`SELECT 1` when a connection is taken and given back) stays on although it is most of
+    the statements a remote catalog sees: it is what replaces a pooled connection the server closed while idle (a
+    database or role `idle_session_timeout`, which libpq options cannot turn off on servers older than 14; without
+    the check the next lake step failed the run: tests/server/test_session_settings.py).
     """
-    return [
-        "SET GLOBAL pg_pool_health_check_query = ''",
-        f"SET GLOBAL pg_pool_max_connections = {max(_POOL_CONNECTIONS, 2 * int(flush_concurrency))}",
-    ]
+    return [f"SET GLOBAL pg_pool_max_connections = {max(_POOL_CONNECTIONS, 2 * int(flush_concurrency))}"]
 
 
 _UNREACHABLE = "Unable to connect to Postgres at"  # DuckDB's postgres extension, when libpq cannot connect

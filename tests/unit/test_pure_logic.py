@@ -213,9 +213,6 @@ def test_a_label_is_this_states_only_with_its_id_or_as_an_upgraded_states_old_la
     assert StateIdentity("s-1", now, None, "takeover", None, None).adopted is False
 
 
-def test_the_catalog_pool_skips_health_checks_and_holds_two_connections_per_concurrent_flush():
-    assert pool_settings(8) == [
-        "SET GLOBAL pg_pool_health_check_query = ''",
-        "SET GLOBAL pg_pool_max_connections = 16",
-    ]
-    assert pool_settings(1)[1] == "SET GLOBAL pg_pool_max_connections = 4"  # never below the extension's default
+def test_the_catalog_pool_keeps_its_health_check_and_holds_two_connections_per_concurrent_flush():
+    assert pool_settings(8) == ["SET GLOBAL pg_pool_max_connections = 16"]  # no health_check_query override
+    assert pool_settings(1) == ["SET GLOBAL pg_pool_max_connections = 4"]  # never below the extension's default
