@@ -234,7 +234,7 @@ class DuckLakeSettings(_Section):
         if not _MEMORY_LIMIT.match(value):
             raise ValueError(
                 f"{value!r} is not a size DuckDB takes; write e.g. 512MB or 1GiB (KB, MB, GB, TB or KiB, MiB, GiB, "
-                "TiB). Peak RSS is about 350-400 MiB above it: for a budget B, set B minus ~400 MiB"
+                "TiB). Peak RSS is about 250-400 MiB above it: for a budget B, set B minus ~400 MiB"
             )
         return value.strip()
 

@@ -65,6 +65,13 @@ class ConfirmedBatch:
     certificate: Certificate | None
 
 
+def _certificate_values(certificate: Certificate | None) -> tuple:
+    """table_batches' certificate columns; all NULL without one (a retry that copied nothing must not keep an
+    earlier attempt's figures)."""
+    c = certificate
+    return (c.rows, c.digest, c.algorithm, list(c.columns)) if c else (None, None, None, None)
+
+
 @dataclass(frozen=True)
 class StateSummary:
     flush_count: int
@@ -252,12 +259,21 @@ class StateStore:
                 self._q(
                     "UPDATE {schema}.table_batches SET status = %s, lake_snapshot_id = %s, rows_flushed = %s, "
                     "rows_expected = %s, rows_deleted = CASE WHEN %s = {batch_confirmed} THEN 0 END, "
-                    "flush_seconds = %s, "
-                    "updated_at = now() WHERE batch_id = %s AND table_name = %s"
+                    "flush_seconds = %s, certificate_rows = %s, certificate_digest = %s, certificate_hash = %s, "
+                    "certificate_columns = %s, updated_at = now() WHERE batch_id = %s AND table_name = %s"
                 ),
-                (status, snapshot_id, rows, rows_expected, status, seconds, batch, table),
+                (
+                    status,
+                    snapshot_id,
+                    rows,
+                    rows_expected,
+                    status,
+                    seconds,
+                    *_certificate_values(certificate),
+                    batch,
+                    table,
+                ),
             )
-            self._record_certificate(conn, batch, table, certificate)
             if undone:
                 conn.execute(
                     self._q(
@@ -268,27 +284,6 @@ class StateStore:
                 )
 
     # --- completeness certificates (flusher/certificate.py) ---
-
-    def _record_certificate(
-        self, conn: psycopg.Connection, batch: int, table: str, certificate: Certificate | None
-    ) -> None:
-        """Store the batch's certificate in record_committed's transaction (cleared when there is none: a retry
-        that copied nothing must not keep an earlier attempt's figures)."""
-        c = certificate
-        conn.execute(
-            self._q(
-                "UPDATE {schema}.table_batches SET certificate_rows = %s, certificate_digest = %s, "
-                "certificate_hash = %s, certificate_columns = %s WHERE batch_id = %s AND table_name = %s"
-            ),
-            (
-                c.rows if c else None,
-                c.digest if c else None,
-                c.algorithm if c else None,
-                list(c.columns) if c else None,
-                batch,
-                table,
-            ),
-        )
 
     def confirmed_batches(self, table: str) -> list[ConfirmedBatch]:
         """The table's confirmed batches that committed to the lake, oldest first, with their certificates."""
