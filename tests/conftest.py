@@ -49,7 +49,8 @@ def pytest_collection_modifyitems(config, items):
                 f"{item.nodeid} is in tests/{layer} but uses {sorted(used)}: move it to tests/server"
             )
     if hasattr(config, "workerinput"):  # an xdist worker: the order in which it reports items is the queue's order
-        items.sort(key=lambda item: _expected_seconds(config, item), reverse=True)
+        known = config.cache.get(DURATIONS_KEY, {}) if config.cache else {}  # read once, not per item
+        items.sort(key=lambda item: _expected_seconds(known, item), reverse=True)
 
 
 # Slow first: xdist hands the tests out in collection order (after its groups, largest first: the harness), so the
@@ -61,10 +62,9 @@ DURATIONS_KEY = "flusher/durations"
 _MEASURED: dict[str, float] = {}
 
 
-def _expected_seconds(config, item) -> float:
+def _expected_seconds(known: dict[str, float], item) -> float:
     if item.get_closest_marker("harness"):
         return float("inf")  # one xdist group; keeps its items together, in file order
-    known = config.cache.get(DURATIONS_KEY, {}) if config.cache else {}
     if item.nodeid in known:
         return known[item.nodeid]
     return 60.0 if item.get_closest_marker("slow") else 10.0 if item.get_closest_marker("server") else 0.0
