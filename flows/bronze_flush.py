@@ -121,6 +121,7 @@ def _flush_all(
         "postgres": quote(res.settings.postgres),
         "data_path": res.settings.ducklake.data_path,
         "takeover": takeover,
+        "certify": res.settings.flush.certificate,
     }
     futures = run_bounded(
         task,

@@ -10,7 +10,6 @@ DuckLake refuses INSERT ... RETURNING, hence the read-back; it reads the files t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,8 +20,6 @@ from flusher.secrets import MaskedMessage
 
 # The digest depends on DuckDB's hash function, which may change between versions: the name says which one.
 ALGORITHM = f"sum-hash/duckdb-{duckdb.__version__}"
-# Benchmarks only (bench/variants/flusher_nocert.py): flush without computing certificates, to measure their cost.
-DISABLE_ENV = "FLUSHER_BENCH_NO_CERTIFICATE"
 # DuckLake's virtual column: the snapshot that added a row, NULL for rows of the open transaction.
 SNAPSHOT_COLUMN = "snapshot_id"
 
@@ -41,11 +38,6 @@ class Certificate:
     def label(self) -> dict[str, object]:
         """What the lake commit's extra info carries (the digest as text: JSON readers lose big integers)."""
         return {"rows": self.rows, "digest": str(self.digest), "hash": self.algorithm}
-
-
-def enabled() -> bool:
-    """False only when a benchmark switched certificates off."""
-    return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("1", "true", "yes")
 
 
 def row_hash(columns: Sequence[str]) -> str:

@@ -330,9 +330,16 @@ class FlushSettings(_Section):
         default_factory=default_concurrency,
         ge=1,
         le=32,
-        description="Tables flushed at once; default one per core (2-4). More helps when storage is remote.",
+        description="Tables flushed at once; default one per core (2-4), or 8 when the run measures the DuckLake "
+        "catalog 5 ms or more away (its copies then wait on round trips, not on the cores). Set it to fix it.",
     )
     retries: int = Field(2, ge=0, le=10)
+    certificate: bool = Field(
+        True,
+        description="Record each table's completeness certificate (row count and digest, read back inside the lake "
+        "transaction) for `verify`. It costs ~9% of a large flush's time on 2 cores (bench/results/cert-large.md); "
+        "false flushes without one, and verify then checks those batches by counts, keys and gaps only.",
+    )
     retry_delay_seconds: float = Field(
         2.0, ge=0, le=3600, description="First retry delay; doubles on each further retry."
     )
@@ -542,7 +549,6 @@ OTHER_ENV = frozenset(
         CONFIG_ENV,
         "FLUSHER_CONFIG_DIR",  # where a run's config_path may point
         "FLUSHER_FAILPOINTS",  # crash tests (flusher.failpoints)
-        "FLUSHER_BENCH_NO_CERTIFICATE",  # benchmarks only: flush without completeness certificates (certificate.py)
         "FLUSHER_TEST_PG_URI",  # the test suite's PostgreSQL (tests/conftest.py)
         "FLUSHER_TEST_PREFECT_DB",  # the database of the test and benchmark Prefect servers (tests/prefect_database.py)
         "FLUSHER_ALERT_WEBHOOK_URL",  # the alert webhook's address (`alerts`)

@@ -187,13 +187,15 @@ def copy_table(
     undo: list[int],
     owner: LabelOwner,
     reconcile: Reconcile | None = None,
+    certify: bool = True,
 ) -> CopyResult:
     """One lake transaction: undo unconfirmed earlier commits of this table, insert rows <= watermark, label, commit.
 
     `undo` lists batches whose labelled commits (if they exist) must go: their rows are still in PostgreSQL and
     are read again here, so the lake ends up with each row once. Only `owner`'s commits are matched. With
     `reconcile` (a takeover), only the rows the lake lacks are inserted; the others are counted in
-    `already_in_lake`, read in the same transaction.
+    `already_in_lake`, read in the same transaction. `certify`: record the completeness certificate
+    (flush.certificate).
     """
     plan = plan_columns(spec.name, hot, lake)
     target = session.table(spec.name)
@@ -223,7 +225,7 @@ def copy_table(
             seen = current_snapshot(session, cur) if present else None  # a takeover deletes rows found here
             cur.execute("ROLLBACK")
             return CopyResult(0, None, [], [], present, seen_snapshot=seen)
-        certificate = _certify(cur, spec, target, lake, plan, rows)
+        certificate = _certify(cur, spec, target, lake, plan, rows) if certify else None
         message, info = label(spec, mark, owner.state_id, certificate)
         cur.execute(
             f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)",
@@ -246,7 +248,7 @@ def _certify(
 ) -> cert.Certificate | None:
     """The completeness certificate of the rows this transaction inserted (flusher/certificate.py), before the
     commit: a count that disagrees with `rows` refuses the commit. Columns left NULL (missing in hot) are not hashed."""
-    if rows == 0 or not cert.enabled():
+    if rows == 0:
         return None
     columns = [c.name for c in lake if c.name not in plan.missing_in_hot] + [c.name for c in plan.add_to_lake]
     return cert.certify_transaction(cur, spec.name, target, columns, rows)

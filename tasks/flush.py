@@ -95,12 +95,14 @@ def flush_table(
     postgres: PostgresSettings,
     data_path: str,
     takeover: bool = False,
+    certify: bool = True,
 ) -> FlushOutcome:
     """Undo this table's unconfirmed lake commits and copy rows <= watermark in one labelled lake commit.
 
     `table_plan`: the columns of both sides, read once for the run; `owner`: whose lake commits may be undone;
     `postgres` and `data_path` only for messages (the password is redacted from them).
     takeover: copy only the rows the lake does not hold yet (matched by natural key, or all columns), count the rest.
+    certify: record the batch's completeness certificate (flush.certificate).
     """
     logger = get_run_logger()
     started = time.perf_counter()
@@ -115,7 +117,9 @@ def flush_table(
         if takeover:
             with pool.connection() as conn:
                 reconcile = reconcile_for(lake, conn, spec, [c.name for c in hot_columns])
-        result = copy_table(lake, spec, mark, list(hot_columns), list(table_plan.lake_columns), undo, owner, reconcile)
+        result = copy_table(
+            lake, spec, mark, list(hot_columns), list(table_plan.lake_columns), undo, owner, reconcile, certify
+        )
     except (duckdb.Error, SchemaMismatch, TableFlushError, CertificateMismatch) as exc:
         password = postgres.password.get_secret_value()
         message = redact(str(exc), password)

@@ -1,7 +1,7 @@
-"""This flusher with completeness certificates off (FLUSHER_BENCH_NO_CERTIFICATE, read by flusher/certificate.py):
+"""This flusher with completeness certificates off (flush.certificate: false, here through its environment variable):
 the same flow as `flusher`, so its wall time against a run with certificates is what the certificate costs.
 
-    python -m bench.run --sizes large --reps 3 --variants flusher-verify,flusher-nocert --no-readme
+    python -m bench.run --sizes large --reps 3 --variants ceiling,flusher,flusher-nocert --no-readme --name cert-large
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 from bench.variants import flusher_flow
-from flusher.certificate import DISABLE_ENV
 
 
 def run_flusher_flow() -> None:
@@ -24,5 +23,5 @@ def run_flusher_flow() -> None:
 
 
 if __name__ == "__main__":
-    os.environ[DISABLE_ENV] = "1"
+    os.environ["FLUSHER_FLUSH_CERTIFICATE"] = "false"
     run_flusher_flow()

@@ -110,3 +110,16 @@ def test_certificates_survive_a_maintenance_merge(hot, capsys):
     assert code == 0, _findings(result)
     certified = {t["table"]: t["batches_certified"] for t in result["tables"]}
     assert all(certified[t] == 3 for t in TABLES), certified
+
+
+def test_flushes_without_certificates_when_told_and_verify_still_checks_counts(hot, capsys):
+    hot.config = write_config(hot, flush={"certificate": False})
+    _flushes(hot, (1, 5))
+    assert hot.execute("SELECT count(*) FROM flusher_state.table_batches WHERE certificate_digest IS NOT NULL") == [
+        (0,)
+    ]
+    code, result = _verify(hot, capsys)
+    assert code == 0, _findings(result)
+    by_table = {t["table"]: t for t in result["tables"] if t["table"] in TABLES}
+    assert all(t["batches_certified"] == 0 and t["batches_uncertified"] == 1 for t in by_table.values()), by_table
+    assert all(t["lake_rows"] > 0 for t in by_table.values())
