@@ -119,10 +119,17 @@ class LakeSession:
     """A DuckDB database with `hot` (PostgreSQL, read-only) and the lake attached; one cursor per thread of work."""
 
     def __init__(
-        self, settings: Settings, attach_hot: bool = True, threads: int | None = None, read_only: bool = False
+        self,
+        settings: Settings,
+        attach_hot: bool = True,
+        threads: int | None = None,
+        read_only: bool = False,
+        flush_concurrency: int | None = None,
     ) -> None:
         """`threads`: DuckDB's threads, as a flush run's plan resolved them (flusher.plan.Parallelism); by default
-        ducklake.threads, else every core (one query at a time). `read_only`: attach the lake READ_ONLY (readers)."""
+        ducklake.threads, else every core (one query at a time). `read_only`: attach the lake READ_ONLY (readers).
+        `flush_concurrency`: tables the run flushes at once (the plan's; default flush.concurrency), which sizes the
+        catalog connection pool (pool_settings)."""
         self.read_only = read_only
         self.settings = remember_settings(settings)  # however it was made, its secrets are masked from now on
         self.lake = settings.ducklake.catalog_name
@@ -143,7 +150,7 @@ class LakeSession:
             raise
         try:
             load_extensions(self._db, _extensions_for(settings))
-            for statement in pool_settings(settings.flush.concurrency):
+            for statement in pool_settings(flush_concurrency or settings.flush.concurrency):
                 self._db.execute(statement)
             self._create_s3_secret()
             self._check_data_path()
@@ -277,23 +284,66 @@ class LakeSession:
             ) from None
 
     def ensure_tables(self, names: list[str]) -> list[str]:
-        """Create the lake schema and missing Bronze tables, and partition unpartitioned ones; never drop anything."""
-        cur = self.cursor()
-        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified(self.lake, self.schema)}")
+        """Create the lake schema and missing Bronze tables, and partition unpartitioned ones; never drop anything.
+
+        Every table created or partitioned here changes in ONE lake commit, so they share one schema version. Created
+        one commit each (as before), every table had two versions of its own, each with an inlined-data table, and a
+        process's first read of a table through DuckLake (the certificate's read-back, verify, readers) loaded the
+        whole catalog as of each version: ~30 catalog round trips per table, 12 s of a 32 s seed flush with the
+        catalog 30 ms away (bench/results/remote-30ms.md). Lakes made before keep their versions.
+        """
+        with self.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified(self.lake, self.schema)}")
         existing = self.columns_by_table(self.lake, self.schema)
         ddl = bronze_ddl()
-        created = []
-        for name in names:
-            if name in existing:
-                continue
+        created = [name for name in names if name not in existing]
+        for name in created:
             if name not in ddl:
                 raise LakeError(f"no Bronze DDL for table {name!r} in schema/bronze_schema.sql; add it there")
-            cur.execute(f"USE {qualified(self.lake, self.schema)}")
-            cur.execute(ddl[name])
-            created.append(name)
-        self.ensure_partitioning(names, self.columns_by_table(self.lake, self.schema) if created else existing)
+        to_partition = self._unpartitioned(names, created, existing)
+        if created or to_partition:
+            self._create_and_partition(ddl, created, to_partition)
         self.ensure_write_options()
         return created
+
+    def _unpartitioned(self, names: list[str], created: list[str], existing: dict[str, list[Column]]) -> list[str]:
+        """Of `names`, those to partition by ducklake.partition_by: new ones, and existing ones with no partitioning
+        that have the column (an existing choice, even another column, is the operator's)."""
+        column = self.settings.ducklake.partition_by
+        if column is None:
+            return []
+        partitioned = self.partition_columns()
+        return [
+            name
+            for name in names
+            if name not in partitioned and (name in created or column in {c.name for c in existing.get(name, [])})
+        ]
+
+    def _create_and_partition(self, ddl: dict[str, str], created: list[str], to_partition: list[str]) -> None:
+        """One lake commit: CREATE the `created` tables, then partition `to_partition` (those that have the column)."""
+        column = self.settings.ducklake.partition_by
+        with self.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(f"USE {qualified(self.lake, self.schema)}")
+                for name in created:
+                    cur.execute(ddl[name])
+                has_column = self._tables_with_column(cur, column) if column is not None else set()
+                for name in to_partition:
+                    if name in has_column:
+                        cur.execute(f"ALTER TABLE {self.table(name)} SET PARTITIONED BY ({quote_ident(column)})")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def _tables_with_column(self, cur: duckdb.DuckDBPyConnection, column: str) -> set[str]:
+        """Tables of the Bronze schema with `column`, as `cur`'s transaction sees them (its own new tables too)."""
+        rows = cur.execute(
+            "SELECT table_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? AND column_name = ?",
+            [self.lake, self.schema, column],
+        ).fetchall()
+        return {r[0] for r in rows}
 
     def ensure_write_options(self) -> dict[str, str]:
         """Set the lake-wide Parquet options the config names, where the lake has another value; returns those set.
@@ -317,26 +367,6 @@ class LakeSession:
             changed = {name: value for name, value in wanted.items() if current.get(name) != value}
             for name, value in changed.items():
                 cur.execute(f"CALL {quote_ident(self.lake)}.set_option(?, ?)", [name, value])
-        return changed
-
-    def ensure_partitioning(self, names: list[str], columns: dict[str, list[Column]] | None = None) -> list[str]:
-        """Partition every named table that has no partitioning yet by ducklake.partition_by; returns those changed.
-
-        `columns` are the lake tables' columns when the caller has just read them.
-        """
-        column = self.settings.ducklake.partition_by
-        if column is None:
-            return []
-        columns = self.columns_by_table(self.lake, self.schema) if columns is None else columns
-        partitioned = self.partition_columns()
-        changed = []
-        for name in names:
-            # An existing choice (even another column) is the operator's; only unpartitioned tables are touched.
-            if name in partitioned or column not in {c.name for c in columns.get(name, [])}:
-                continue
-            with self.cursor() as cur:
-                cur.execute(f"ALTER TABLE {self.table(name)} SET PARTITIONED BY ({quote_ident(column)})")
-            changed.append(name)
         return changed
 
     def metadata(self, table: str) -> str:
