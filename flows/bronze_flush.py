@@ -240,7 +240,6 @@ def _bronze_flush(
 
         # FLUSH: every table in its own labelled lake commit, as the plan orders and bounds them.
         lake, plan = res.open_lake(specs)
-        get_run_logger().info("Flushing %s", plan.parallelism.describe())
         try:
             owner = claim_lake(res.state, lake, takeover)
         except TakeoverRequired as exc:  # before any flush task: nothing was flushed or deleted

@@ -330,8 +330,8 @@ class FlushSettings(_Section):
         default_factory=default_concurrency,
         ge=1,
         le=32,
-        description="Tables flushed at once; default one per core (2-4), or 8 when the run measures the DuckLake "
-        "catalog 5 ms or more away (its copies then wait on round trips, not on the cores). Set it to fix it.",
+        description="Tables flushed at once; default one per core (2-4). Each concurrent flush needs its share of "
+        "ducklake.memory_limit: 8 at once at 512MB ran out of memory (bench/results/remote-30ms.md).",
     )
     retries: int = Field(2, ge=0, le=10)
     certificate: bool = Field(

@@ -19,21 +19,6 @@ from flusher.lake import Column
 from flusher.registry import TableSpec
 from flusher.storage import StorageKind
 
-# A catalog this many milliseconds away (or more) makes each table's copy wait on catalog round trips (~40 per
-# table) more than on the cores. Measured at 30 ms RTT, seed size (bench/results/remote-30ms.md): 19.3 s with 8
-# tables at once against 32.4 s with 2; on loopback 2 at once stays best (bench/README: 4 at once was 25% slower).
-REMOTE_CATALOG_RTT_MS = 5.0
-REMOTE_CATALOG_CONCURRENCY = 8
-
-
-def flush_concurrency(settings: Settings, catalog_rtt_ms: float | None) -> int:
-    """flush.concurrency when the configuration sets it; else one per core, or REMOTE_CATALOG_CONCURRENCY when the
-    catalog's measured round trip is at least REMOTE_CATALOG_RTT_MS (None: not measured)."""
-    default = settings.flush.concurrency
-    if "concurrency" in settings.flush.model_fields_set or catalog_rtt_ms is None:
-        return default
-    return max(default, REMOTE_CATALOG_CONCURRENCY) if catalog_rtt_ms >= REMOTE_CATALOG_RTT_MS else default
-
 
 @dataclass(frozen=True)
 class Parallelism:
@@ -42,26 +27,16 @@ class Parallelism:
     flush: int  # tables copied at once (flush.concurrency): the pool of flush task threads
     delete: int  # tables deleted (and vacuumed) at once: one per pooled PostgreSQL connection (postgres.pool_size)
     duckdb_threads: int  # DuckDB's threads, shared by the concurrent copies
-    catalog_rtt_ms: float | None = None  # the catalog round trip measured when the run opened (None: not measured)
 
     @classmethod
-    def from_settings(cls, settings: Settings, catalog_rtt_ms: float | None = None) -> Parallelism:
-        """ducklake.threads when set; else the cores the concurrent flushes leave, plus one (config.default_threads).
-        The flush parallelism: flush_concurrency."""
-        flush = flush_concurrency(settings, catalog_rtt_ms)
+    def from_settings(cls, settings: Settings) -> Parallelism:
+        """ducklake.threads when set; else the cores the concurrent flushes leave, plus one (config.default_threads)."""
+        flush = settings.flush.concurrency
         return cls(
             flush=flush,
             delete=settings.postgres.pool_size,
             duckdb_threads=settings.ducklake.threads or default_threads(flush),
-            catalog_rtt_ms=catalog_rtt_ms,
         )
-
-    def describe(self) -> str:
-        """One line for the run's log: what runs at once, and why when the catalog's distance chose it."""
-        text = f"{self.flush} tables at once, {self.duckdb_threads} DuckDB thread(s)"
-        if self.catalog_rtt_ms is not None:
-            text += f"; catalog round trip {self.catalog_rtt_ms:.1f} ms"
-        return text
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,7 @@ from flusher.hot import ControlSession, make_pool, table_bytes, unconstrained_nu
 from flusher.lake import HOT, LakeSession
 from flusher.plan import Parallelism, RunPlan, build_run_plan
 from flusher.registry import TableSpec
-from flusher.round_trip import catalog_round_trip_ms
 from flusher.state import StateStore
-
-
-def _catalog_round_trip(settings: Settings) -> float | None:
-    """Measured only when flush.concurrency is left to the run (flusher.plan.flush_concurrency)."""
-    if "concurrency" in settings.flush.model_fields_set:
-        return None
-    return catalog_round_trip_ms(settings.ducklake.catalog_conninfo())
 
 
 @dataclass
@@ -43,8 +35,7 @@ class RunResources:
         try:
             state = StateStore(pool, settings.flush.state_schema)
             state.ensure()
-            parallelism = Parallelism.from_settings(settings, _catalog_round_trip(settings))
-            return cls(settings, pool, state, ControlSession(settings.postgres), parallelism)
+            return cls(settings, pool, state, ControlSession(settings.postgres), Parallelism.from_settings(settings))
         except BaseException:
             pool.close()
             raise
@@ -77,9 +68,7 @@ class RunResources:
         return lake, plan
 
     def _new_lake_session(self) -> LakeSession:
-        return LakeSession(
-            self.settings, threads=self.parallelism.duckdb_threads, flush_concurrency=self.parallelism.flush
-        )
+        return LakeSession(self.settings, threads=self.parallelism.duckdb_threads)
 
     def close(self) -> None:
         if self._attaching is not None and self._attaching.exception() is None:  # attached, then never used

@@ -100,18 +100,3 @@ def test_the_default_selection_skips_known_tables_missing_from_the_hot_buffer():
     assert [s.name for s in kept] == ["ledgers_row_v2", "operations_row_v2"] and missing == ["transactions_row_v2"]
     kept, missing = skip_missing(specs, {"ledgers_row_v2"}, default=False)
     assert kept == specs and missing == [], "a table someone named stays, so its flush fails when it is missing"
-
-
-@pytest.mark.parametrize(("rtt_ms", "flush"), [(None, 2), (0.2, 2), (4.9, 2), (5.0, 8), (30.0, 8)])
-def test_a_distant_catalog_flushes_more_tables_at_once_unless_configured(monkeypatch, rtt_ms, flush):
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    chosen = Parallelism.from_settings(_settings(), rtt_ms)
-    assert (chosen.flush, chosen.catalog_rtt_ms) == (flush, rtt_ms)
-    assert chosen.duckdb_threads == max(1, 2 - flush + 1)
-    configured = Parallelism.from_settings(_settings({"concurrency": 3}), rtt_ms)
-    assert configured.flush == 3  # an explicit flush.concurrency is never overridden
-
-
-def test_the_run_log_says_what_runs_at_once_and_the_catalog_distance():
-    assert Parallelism(8, 4, 1, 31.24).describe() == "8 tables at once, 1 DuckDB thread(s); catalog round trip 31.2 ms"
-    assert Parallelism(2, 4, 1).describe() == "2 tables at once, 1 DuckDB thread(s)"
