@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -119,17 +120,10 @@ class LakeSession:
     """A DuckDB database with `hot` (PostgreSQL, read-only) and the lake attached; one cursor per thread of work."""
 
     def __init__(
-        self,
-        settings: Settings,
-        attach_hot: bool = True,
-        threads: int | None = None,
-        read_only: bool = False,
-        flush_concurrency: int | None = None,
+        self, settings: Settings, attach_hot: bool = True, threads: int | None = None, read_only: bool = False
     ) -> None:
         """`threads`: DuckDB's threads, as a flush run's plan resolved them (flusher.plan.Parallelism); by default
-        ducklake.threads, else every core (one query at a time). `read_only`: attach the lake READ_ONLY (readers).
-        `flush_concurrency`: tables the run flushes at once (the plan's; default flush.concurrency), which sizes the
-        catalog connection pool (pool_settings)."""
+        ducklake.threads, else every core (one query at a time). `read_only`: attach the lake READ_ONLY (readers)."""
         self.read_only = read_only
         self.settings = remember_settings(settings)  # however it was made, its secrets are masked from now on
         self.lake = settings.ducklake.catalog_name
@@ -150,7 +144,7 @@ class LakeSession:
             raise
         try:
             load_extensions(self._db, _extensions_for(settings))
-            for statement in pool_settings(flush_concurrency or settings.flush.concurrency):
+            for statement in pool_settings(settings.flush.concurrency):
                 self._db.execute(statement)
             self._create_s3_secret()
             self._check_data_path()
@@ -290,7 +284,7 @@ class LakeSession:
         one commit each (as before), every table had two versions of its own, each with an inlined-data table, and a
         process's first read of a table through DuckLake (the certificate's read-back, verify, readers) loaded the
         whole catalog as of each version: ~30 catalog round trips per table, 12 s of a 32 s seed flush with the
-        catalog 30 ms away (bench/results/remote-30ms.md). Lakes made before keep their versions.
+        catalog 30 ms away (bench/results/remote-30ms-before.md). Lakes made before keep their versions.
         """
         with self.cursor() as cur:
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified(self.lake, self.schema)}")
@@ -334,7 +328,8 @@ class LakeSession:
                         cur.execute(f"ALTER TABLE {self.table(name)} SET PARTITIONED BY ({quote_ident(column)})")
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                with contextlib.suppress(duckdb.Error):  # the error that got here is the one to report
+                    cur.execute("ROLLBACK")
                 raise
 
     def _tables_with_column(self, cur: duckdb.DuckDBPyConnection, column: str) -> set[str]:
