@@ -346,8 +346,9 @@ def _histogram(name: str, doc: str, data: dict[str, tuple[list[int], float, int]
 
 class _BoundedServer(ThreadingHTTPServer):
     """One thread per connection, at most max_threads at once. A connection beyond that waits (in the listen
-    backlog) for a thread, up to the request timeout, then is closed unanswered; answers come from memory, so threads
-    free up in milliseconds, and idle sockets are dropped after the request timeout: a flood cannot pile up threads."""
+    backlog) for a thread, up to `wait_seconds` (twice the request timeout), then is closed unanswered; answers come
+    from memory, so threads free up in milliseconds, and idle sockets are dropped after the request timeout: a flood
+    cannot pile up threads."""
 
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a client that sends nothing (it times out on its own)
@@ -397,7 +398,9 @@ class HealthServer:
         registry.register(StateCollector(probe))
         handler = _handler(probe, registry, request_timeout_seconds)
         try:
-            self.httpd = _BoundedServer((host, port), handler, max_threads, request_timeout_seconds)
+            # A waiting connection outlasts one request timeout: a thread held by an idle socket is freed by then
+            # (waiting exactly as long lost that race on a busy machine, and the waiter was closed unanswered).
+            self.httpd = _BoundedServer((host, port), handler, max_threads, 2 * request_timeout_seconds)
         except OSError as exc:  # a config mistake (or another process), not a crash: name the key to change
             raise ConfigError(listen_problem(host, port, exc)) from None
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health-server", daemon=True)
