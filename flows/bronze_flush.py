@@ -46,6 +46,7 @@ from flusher.secrets import install_log_masking, mask_state, masked_errors
 from flusher.state import StateStore
 from flusher.statuses import RunStatus
 from flusher.tasks.flush import flush_table
+from flusher.tasks.flush_together import can_join, flush_in_one_snapshot
 from flusher.tasks.vacuum import vacuum_tables
 from flusher.tasks.watermark import FlushLocked, mark_watermark
 from flusher.transfer import LabelOwner
@@ -110,6 +111,62 @@ def _flush_all(
     mark: Mark,
     takeover: bool = False,
 ) -> dict[str, tuple[FlushOutcome | None, str | None]]:
+    """Every table's flush: in one lake snapshot when flush.one_snapshot says so (not for a takeover, which
+    reconciles table by table), else, or for what could not join or when the shared commit failed, one flush task
+    per table."""
+    progress = ProgressTracker(len(specs)).update
+    outcomes: dict[str, tuple[FlushOutcome | None, str | None]] = {}
+    if res.settings.flush.one_snapshot and not takeover:
+        outcomes = _flush_in_one_snapshot(res, plan, lake, owner, specs, mark)
+        progress(len(outcomes))
+    rest = [spec for spec in specs if spec.name not in outcomes]
+    if rest:
+        outcomes |= _flush_each(
+            res, plan, lake, owner, rest, mark, takeover, lambda done: progress(len(outcomes) + done)
+        )
+    return {spec.name: outcomes[spec.name] for spec in specs}
+
+
+def _flush_in_one_snapshot(
+    res: RunResources, plan: RunPlan, lake: LakeSession, owner: LabelOwner, specs: list[TableSpec], mark: Mark
+) -> dict[str, tuple[FlushOutcome | None, str | None]]:
+    """The tables that can join, in one lake commit; empty when fewer than two can or the shared commit failed."""
+    postgres = res.settings.postgres
+    joining = [s for s in specs if can_join(s, plan.table(s.name), postgres)]
+    if len(joining) < 2:
+        return {}
+    state = flush_in_one_snapshot(
+        joining,
+        mark,
+        quote({s.name: plan.table(s.name) for s in joining}),
+        quote(lake),
+        quote(res.state),
+        owner,
+        quote(postgres),
+        res.settings.ducklake.data_path,
+        res.settings.flush.certificate,
+        return_state=True,
+    )
+    if state.is_completed():
+        return {name: (result, None) for name, result in state.result().items()}
+    get_run_logger().warning(
+        "The shared lake commit of %s tables failed (%s); flushing them one by one instead",
+        len(joining),
+        state.message or state.name,
+    )
+    return {}
+
+
+def _flush_each(
+    res: RunResources,
+    plan: RunPlan,
+    lake: LakeSession,
+    owner: LabelOwner,
+    specs: list[TableSpec],
+    mark: Mark,
+    takeover: bool,
+    progress,
+) -> dict[str, tuple[FlushOutcome | None, str | None]]:
     """One flush task per table, largest first, as many at once as the plan's flush parallelism."""
     task = _with_retries(res.settings.flush)
     by_name = {spec.name: spec for spec in specs}
@@ -128,9 +185,10 @@ def _flush_all(
         {
             name: {"spec": by_name[name], "mark": mark, "table_plan": quote(plan.table(name)), **shared}
             for name in plan.order
+            if name in by_name
         },
         plan.parallelism.flush,
-        ProgressTracker(len(specs)).update,
+        progress,
     )
     return {name: outcome(futures[name]) for name in by_name}
 

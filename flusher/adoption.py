@@ -42,7 +42,7 @@ class LakeCommit:
 
     snapshot_id: int
     state: str | None
-    table: str | None
+    tables: tuple[str, ...]  # one table, or several committed in one snapshot (flush.one_snapshot)
     batch: int | None
 
 
@@ -60,10 +60,13 @@ def parse_label(snapshot_id: int, extra_info: str | None) -> LakeCommit:
     if not isinstance(info, dict):
         info = {}
     batch = info.get("batch")
+    tables = info.get("tables") if isinstance(info.get("tables"), list) else []
+    if info.get("table") is not None:
+        tables = [info["table"]]
     return LakeCommit(
         snapshot_id,
         str(info["state"]) if info.get("state") is not None else None,
-        str(info["table"]) if info.get("table") is not None else None,
+        tuple(str(t) for t in tables if t is not None),
         batch if isinstance(batch, int) and not isinstance(batch, bool) else None,
     )
 
@@ -151,7 +154,7 @@ def commits_since(session: LakeSession, known_snapshot: int | None, adopted_at: 
 
 def _may_be_ours(identity: StateIdentity, commit: LakeCommit) -> bool:
     """The label names this state (or, for an upgraded state, is an old label without a state id of its batches)."""
-    if commit.batch is None or commit.table is None:
+    if commit.batch is None or not commit.tables:
         return False
     if commit.state is not None:
         return commit.state == identity.state_id
@@ -161,8 +164,8 @@ def _may_be_ours(identity: StateIdentity, commit: LakeCommit) -> bool:
 def unknown_commits(state: StateStore, identity: StateIdentity, commits: list[LakeCommit]) -> list[LakeCommit]:
     """The commits this state cannot prove are its own: another state's, or of batches it has no record of."""
     candidates = [c for c in commits if _may_be_ours(identity, c)]
-    known = state.known_batches(sorted({(c.batch, c.table) for c in candidates}))  # type: ignore[misc]
-    return [c for c in commits if not (_may_be_ours(identity, c) and (c.batch, c.table) in known)]
+    known = state.known_batches(sorted({(c.batch, t) for c in candidates for t in c.tables}))  # type: ignore[misc]
+    return [c for c in commits if not (_may_be_ours(identity, c) and all((c.batch, t) in known for t in c.tables))]
 
 
 def _listed(values: list, limit: int = _SHOWN) -> str:

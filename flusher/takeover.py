@@ -113,7 +113,8 @@ class TakeoverPlan:
 def _committed_tables(session: LakeSession) -> set[str]:
     with session.cursor() as cur:
         rows = cur.execute(
-            f"SELECT DISTINCT json_extract_string(commit_extra_info, '$.table') "
+            "SELECT DISTINCT unnest(list_concat([json_extract_string(commit_extra_info, '$.table')], "
+            "json_extract_string(commit_extra_info, '$.tables[*]'))) "
             f"FROM {session.metadata('ducklake_snapshot_changes')} WHERE author = ?",
             [COMMIT_AUTHOR],
         ).fetchall()

@@ -137,10 +137,23 @@ def label(spec: TableSpec, mark: Mark, state_id: str, certificate: cert.Certific
     return f"flush {spec.name} batch {mark.batch_id} up to ledger {mark.watermark}", json.dumps(info)
 
 
+def group_label(
+    tables: list[str], mark: Mark, state_id: str, certificates: dict[str, cert.Certificate | None]
+) -> tuple[str, str]:
+    """The label of one commit holding several tables' parts of a batch: `tables` instead of `table`, and each
+    table's certificate under `certificates`."""
+    info: dict = {"state": state_id, "tables": sorted(tables), "batch": mark.batch_id, "watermark": mark.watermark}
+    labels = {name: c.label() for name, c in sorted(certificates.items()) if c is not None}
+    if labels:
+        info["certificates"] = labels
+    message = f"flush {len(tables)} tables batch {mark.batch_id} up to ledger {mark.watermark}"
+    return message, json.dumps(info)
+
+
 def labelled_snapshots(
     session: LakeSession, cur: duckdb.DuckDBPyConnection, table: str, batches: list[int], owner: LabelOwner
 ) -> list[int]:
-    """Lake snapshots this state committed for `table` in any of `batches`.
+    """Lake snapshots this state committed for `table` in any of `batches` (alone, or with other tables in one).
 
     Matches author, state id, table and batch: a batch id alone is not this state's (another or an older state
     allocated the same ids). Reads the catalog's ducklake_snapshot_changes directly: the author filter reaches the
@@ -151,13 +164,14 @@ def labelled_snapshots(
     legacy = owner.legacy_labels_upto if owner.legacy_labels_upto is not None else -1  # -1: no batch is legacy
     rows = cur.execute(
         f"SELECT snapshot_id FROM {session.metadata('ducklake_snapshot_changes')} "
-        "WHERE author = ? AND json_extract_string(commit_extra_info, '$.table') = ? "
+        "WHERE author = ? AND (json_extract_string(commit_extra_info, '$.table') = ? "
+        "  OR list_contains(json_extract_string(commit_extra_info, '$.tables[*]'), ?)) "
         "AND TRY_CAST(json_extract_string(commit_extra_info, '$.batch') AS BIGINT) IN (SELECT unnest(?::BIGINT[])) "
         "AND (json_extract_string(commit_extra_info, '$.state') = ? "
         "  OR (json_extract_string(commit_extra_info, '$.state') IS NULL "
         "      AND TRY_CAST(json_extract_string(commit_extra_info, '$.batch') AS BIGINT) <= ?)) "
         "ORDER BY snapshot_id",
-        [COMMIT_AUTHOR, table, batches, owner.state_id, legacy],
+        [COMMIT_AUTHOR, table, table, batches, owner.state_id, legacy],
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -176,6 +190,82 @@ def committed_snapshot(session: LakeSession, info: str) -> int | None:
 def current_snapshot(session: LakeSession, cur: duckdb.DuckDBPyConnection) -> int:
     """The lake snapshot `cur`'s transaction reads."""
     return cur.execute(f"SELECT id FROM {quote_ident(session.lake)}.current_snapshot()").fetchone()[0]
+
+
+def _begin(session: LakeSession, cur: duckdb.DuckDBPyConnection, mark: Mark) -> None:
+    """Start the lake transaction whose every read of `hot` sees the watermark's PostgreSQL snapshot."""
+    cur.execute("BEGIN")
+    # Must come before anything else reads `hot` in this transaction: every scan then sees the watermark's snapshot.
+    snapshot = quote_literal(validate_snapshot_id(mark.snapshot))
+    cur.execute(f"CALL postgres_execute({quote_literal(HOT)}, {quote_literal('SET TRANSACTION SNAPSHOT ' + snapshot)})")
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What one table's part of a lake transaction wrote (nothing committed yet)."""
+
+    rows: int
+    undone: list[int]
+    added: list[str]
+    present: int
+    certificate: cert.Certificate | None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the table's part changes the lake (else it need not be committed)."""
+        return bool(self.rows or self.undone or self.added)
+
+
+def _write(
+    session: LakeSession,
+    cur: duckdb.DuckDBPyConnection,
+    spec: TableSpec,
+    mark: Mark,
+    copy: TableCopy,
+    owner: LabelOwner,
+    reconcile: Reconcile | None,
+    certify: bool,
+) -> _Written:
+    """In the open transaction: add new columns, undo `copy.undo`'s labelled commits, insert rows <= watermark
+    (with `reconcile`, only those the lake lacks) and certify them."""
+    plan = plan_columns(spec.name, list(copy.hot), list(copy.lake))
+    target = session.table(spec.name)
+    for column in plan.add_to_lake:
+        cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column.name)} {column.type}")
+    undone = labelled_snapshots(session, cur, spec.name, list(copy.undo), owner)
+    if undone:
+        cur.execute(f"DELETE FROM {target} WHERE snapshot_id IN (SELECT unnest(?::BIGINT[]))", [undone])
+    if reconcile is None:
+        rows = cur.execute(
+            f"INSERT INTO {target} BY NAME SELECT {', '.join(plan.select)} FROM {session.hot_table(spec.name)} "
+            f"WHERE {quote_ident(spec.ledger_column)} <= ?",
+            [mark.watermark],
+        ).fetchone()[0]
+        present = 0
+    else:
+        rows, present = _insert_missing(cur, session, spec, mark, plan.select, reconcile)
+    certificate = _certify(cur, spec, target, list(copy.lake), plan, rows) if certify else None
+    return _Written(rows, undone, [c.name for c in plan.add_to_lake], present, certificate)
+
+
+def _commit(session: LakeSession, cur: duckdb.DuckDBPyConnection, message: str, info: str, tables: list[str]) -> None:
+    """Label the open transaction and commit it."""
+    cur.execute(
+        f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)", [COMMIT_AUTHOR, message, info]
+    )
+    for table in tables:
+        failpoints.hit("before_lake_commit", table)
+    cur.execute("COMMIT")
+
+
+@dataclass(frozen=True)
+class TableCopy:
+    """One table's part of a copy: its columns on both sides (read once per run) and the batches to undo."""
+
+    spec: TableSpec
+    hot: tuple[Column, ...]
+    lake: tuple[Column, ...]
+    undo: tuple[int, ...] = ()
 
 
 def copy_table(
@@ -197,50 +287,61 @@ def copy_table(
     `already_in_lake`, read in the same transaction. `certify`: record the completeness certificate
     (flush.certificate).
     """
-    plan = plan_columns(spec.name, hot, lake)
-    target = session.table(spec.name)
     cur = session.cursor()
-    cur.execute("BEGIN")
     try:
-        # Must come before anything else reads `hot` in this transaction: every scan then sees the watermark's snapshot.
-        snapshot = quote_literal(validate_snapshot_id(mark.snapshot))
-        cur.execute(
-            f"CALL postgres_execute({quote_literal(HOT)}, {quote_literal('SET TRANSACTION SNAPSHOT ' + snapshot)})"
+        _begin(session, cur, mark)
+        written = _write(
+            session, cur, spec, mark, TableCopy(spec, tuple(hot), tuple(lake), tuple(undo)), owner, reconcile, certify
         )
-        for column in plan.add_to_lake:
-            cur.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(column.name)} {column.type}")
-        undone = labelled_snapshots(session, cur, spec.name, undo, owner)
-        if undone:
-            cur.execute(f"DELETE FROM {target} WHERE snapshot_id IN (SELECT unnest(?::BIGINT[]))", [undone])
-        if reconcile is None:
-            rows = cur.execute(
-                f"INSERT INTO {target} BY NAME SELECT {', '.join(plan.select)} FROM {session.hot_table(spec.name)} "
-                f"WHERE {quote_ident(spec.ledger_column)} <= ?",
-                [mark.watermark],
-            ).fetchone()[0]
-            present = 0
-        else:
-            rows, present = _insert_missing(cur, session, spec, mark, plan.select, reconcile)
-        if rows == 0 and not undone and not plan.add_to_lake:
-            seen = current_snapshot(session, cur) if present else None  # a takeover deletes rows found here
+        if not written.changed:
+            seen = current_snapshot(session, cur) if written.present else None  # a takeover deletes rows found here
             cur.execute("ROLLBACK")
-            return CopyResult(0, None, [], [], present, seen_snapshot=seen)
-        certificate = _certify(cur, spec, target, lake, plan, rows) if certify else None
-        message, info = label(spec, mark, owner.state_id, certificate)
-        cur.execute(
-            f"CALL {quote_ident(session.lake)}.set_commit_message(?, ?, extra_info => ?)",
-            [COMMIT_AUTHOR, message, info],
-        )
-        failpoints.hit("before_lake_commit", spec.name)
-        cur.execute("COMMIT")
+            return CopyResult(0, None, [], [], written.present, seen_snapshot=seen)
+        message, info = label(spec, mark, owner.state_id, written.certificate)
+        _commit(session, cur, message, info, [spec.name])
     except BaseException:
         _rollback(cur)
         raise
     finally:
         cur.close()
     failpoints.hit("after_lake_commit", spec.name)
-    added = [c.name for c in plan.add_to_lake]
-    return CopyResult(rows, committed_snapshot(session, info), undone, added, present, certificate)
+    snapshot = committed_snapshot(session, info)
+    return CopyResult(written.rows, snapshot, written.undone, written.added, written.present, written.certificate)
+
+
+def copy_tables(
+    session: LakeSession, copies: list[TableCopy], mark: Mark, owner: LabelOwner, certify: bool = True
+) -> dict[str, CopyResult]:
+    """Every table of `copies` in ONE lake transaction and one labelled snapshot (flush.one_snapshot).
+
+    Per table the same steps as copy_table (undo its unconfirmed commits, insert, certify); the label names every
+    table that changed, so a later run undoes each table's part of it on its own (labelled_snapshots). Any error
+    rolls the whole transaction back: nothing of it is committed, and the caller flushes the tables one by one.
+    """
+    cur = session.cursor()
+    written: dict[str, _Written] = {}
+    try:
+        _begin(session, cur, mark)
+        for copy in copies:
+            written[copy.spec.name] = _write(session, cur, copy.spec, mark, copy, owner, None, certify)
+        changed = [name for name, w in written.items() if w.changed]
+        if not changed:
+            cur.execute("ROLLBACK")
+            return {name: CopyResult(0, None, [], []) for name in written}
+        message, info = group_label(changed, mark, owner.state_id, {n: written[n].certificate for n in changed})
+        _commit(session, cur, message, info, changed)
+    except BaseException:
+        _rollback(cur)
+        raise
+    finally:
+        cur.close()
+    for name in changed:
+        failpoints.hit("after_lake_commit", name)
+    snapshot = committed_snapshot(session, info)
+    return {
+        name: CopyResult(w.rows, snapshot if w.changed else None, w.undone, w.added, 0, w.certificate)
+        for name, w in written.items()
+    }
 
 
 def _certify(

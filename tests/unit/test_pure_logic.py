@@ -209,6 +209,9 @@ def test_a_label_is_this_states_only_with_its_id_or_as_an_upgraded_states_old_la
     assert not _may_be_ours(upgraded, parse_label(6, '{"table": "t", "batch": 8}')), "allocated after the upgrade"
     for broken in (None, "", "not json", "[1]", '{"state": "s-1", "table": "t", "batch": "3"}', '{"state": "s-1"}'):
         assert not _may_be_ours(upgraded, parse_label(6, broken)), broken
+    one_snapshot = parse_label(6, '{"state": "s-1", "tables": ["a", "b"], "batch": 3, "watermark": 9}')
+    assert one_snapshot.tables == ("a", "b") and _may_be_ours(new, one_snapshot)
+    assert not _may_be_ours(new, parse_label(6, '{"state": "s-1", "tables": [], "batch": 3}'))
     assert StateIdentity("s-1", now, None, None, None, None).adopted is None
     assert StateIdentity("s-1", now, None, "takeover", None, None).adopted is False
 
