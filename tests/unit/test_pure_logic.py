@@ -219,3 +219,19 @@ def test_a_label_is_this_states_only_with_its_id_or_as_an_upgraded_states_old_la
 def test_the_catalog_pool_keeps_its_health_check_and_holds_two_connections_per_concurrent_flush():
     assert pool_settings(8) == ["SET GLOBAL pg_pool_max_connections = 16"]  # no health_check_query override
     assert pool_settings(1) == ["SET GLOBAL pg_pool_max_connections = 4"]  # never below the extension's default
+
+
+def test_a_one_snapshot_label_names_every_table_and_carries_each_certificate():
+    import json
+
+    from flusher.certificate import ALGORITHM, Certificate
+    from flusher.hot import Mark
+    from flusher.transfer import group_label
+
+    mark = Mark(7, 120, "00000003-0000001B-1", 1, 120, None)
+    certificate = Certificate(10, 2**70, ALGORITHM, ("a",))
+    message, info = group_label(["b_table", "a_table"], mark, "s-1", {"a_table": certificate, "b_table": None})
+    assert message == "flush 2 tables batch 7 up to ledger 120"
+    parsed = json.loads(info)
+    assert parsed["tables"] == ["a_table", "b_table"] and parsed["batch"] == 7 and parsed["state"] == "s-1"
+    assert parsed["certificates"] == {"a_table": {"rows": 10, "digest": str(2**70), "hash": ALGORITHM}}
