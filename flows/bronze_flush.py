@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
@@ -38,7 +39,7 @@ from flusher.flows.run_context import started_from_deployment
 from flusher.flows.takeover import claim_lake, go_floor, takeover_dry_run, takeover_incomplete
 from flusher.hot import Mark
 from flusher.lake import LakeSession
-from flusher.plan import RunPlan
+from flusher.plan import RunPlan, commit_groups
 from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables
 from flusher.report import FlushOutcome, RunReport
 from flusher.resources import RunResources
@@ -46,7 +47,7 @@ from flusher.secrets import install_log_masking, mask_state, masked_errors
 from flusher.state import StateStore
 from flusher.statuses import RunStatus
 from flusher.tasks.flush import flush_table
-from flusher.tasks.flush_together import can_join, flush_in_one_snapshot
+from flusher.tasks.flush_shared import can_join, flush_shared_commit
 from flusher.tasks.vacuum import vacuum_tables
 from flusher.tasks.watermark import FlushLocked, mark_watermark
 from flusher.transfer import LabelOwner
@@ -111,50 +112,65 @@ def _flush_all(
     mark: Mark,
     takeover: bool = False,
 ) -> dict[str, tuple[FlushOutcome | None, str | None]]:
-    """Every table's flush: in one lake snapshot when flush.one_snapshot says so (not for a takeover, which
-    reconciles table by table), else, or for what could not join or when the shared commit failed, one flush task
-    per table."""
+    """Every table's flush: in flush.commit_groups shared lake commits when set (not for a takeover, which
+    reconciles table by table); otherwise, and for what could not join or whose shared commit failed, one flush
+    task per table."""
     progress = ProgressTracker(len(specs)).update
     outcomes: dict[str, tuple[FlushOutcome | None, str | None]] = {}
-    if res.settings.flush.one_snapshot and not takeover:
-        outcomes = _flush_in_one_snapshot(res, plan, lake, owner, specs, mark)
-        progress(len(outcomes))
+    if res.settings.flush.commit_groups and not takeover:
+        outcomes = _flush_in_shared_commits(res, plan, lake, owner, specs, mark, progress)
     rest = [spec for spec in specs if spec.name not in outcomes]
     if rest:
-        outcomes |= _flush_each(
-            res, plan, lake, owner, rest, mark, takeover, lambda done: progress(len(outcomes) + done)
-        )
+        done_before = len(outcomes)
+        outcomes |= _flush_each(res, plan, lake, owner, rest, mark, takeover, lambda done: progress(done_before + done))
     return {spec.name: outcomes[spec.name] for spec in specs}
 
 
-def _flush_in_one_snapshot(
-    res: RunResources, plan: RunPlan, lake: LakeSession, owner: LabelOwner, specs: list[TableSpec], mark: Mark
+def _flush_in_shared_commits(
+    res: RunResources,
+    plan: RunPlan,
+    lake: LakeSession,
+    owner: LabelOwner,
+    specs: list[TableSpec],
+    mark: Mark,
+    progress: Callable[[int], None],
 ) -> dict[str, tuple[FlushOutcome | None, str | None]]:
-    """The tables that can join, in one lake commit; empty when fewer than two can or the shared commit failed."""
+    """The tables that can join, split by size into flush.commit_groups groups, each in one lake commit, all groups
+    at once. Only the tables of groups that committed are returned: the others are left to one task per table."""
     postgres = res.settings.postgres
-    joining = [s for s in specs if can_join(s, plan.table(s.name), postgres)]
-    if len(joining) < 2:
-        return {}
-    state = flush_in_one_snapshot(
-        joining,
-        mark,
-        quote({s.name: plan.table(s.name) for s in joining}),
-        quote(lake),
-        quote(res.state),
-        owner,
-        quote(postgres),
-        res.settings.ducklake.data_path,
-        res.settings.flush.certificate,
-        return_state=True,
-    )
-    if state.is_completed():
-        return {name: (result, None) for name, result in state.result().items()}
-    get_run_logger().warning(
-        "The shared lake commit of %s tables failed (%s); flushing them one by one instead",
-        len(joining),
-        state.message or state.name,
-    )
-    return {}
+    joining = [s.name for s in specs if can_join(s, plan.table(s.name), postgres)]
+    sizes = {name: plan.table(name).hot_bytes for name in joining}
+    groups = commit_groups(joining, sizes, res.settings.flush.commit_groups)
+    by_name = {s.name: s for s in specs}
+    shared = {
+        "mark": mark,
+        "lake": quote(lake),
+        "state": quote(res.state),
+        "owner": owner,
+        "postgres": quote(postgres),
+        "data_path": res.settings.ducklake.data_path,
+        "certify": res.settings.flush.certificate,
+    }
+    parameters = {
+        i: {
+            "specs": [by_name[n] for n in group],
+            "table_plans": quote({n: plan.table(n) for n in group}),
+            **shared,
+        }
+        for i, group in enumerate(groups)
+    }
+    futures = run_bounded(flush_shared_commit, parameters, max(len(groups), 1))
+    outcomes: dict[str, tuple[FlushOutcome | None, str | None]] = {}
+    for i, group in enumerate(groups):
+        result, error = outcome(futures[i])
+        if result is None:
+            get_run_logger().warning(
+                "The shared lake commit of %s failed (%s); flushing them one by one instead", ", ".join(group), error
+            )
+            continue
+        outcomes |= {name: (result[name], None) for name in group}
+    progress(len(outcomes))
+    return outcomes
 
 
 def _flush_each(
@@ -165,7 +181,7 @@ def _flush_each(
     specs: list[TableSpec],
     mark: Mark,
     takeover: bool,
-    progress,
+    progress: Callable[[int], None],
 ) -> dict[str, tuple[FlushOutcome | None, str | None]]:
     """One flush task per table, largest first, as many at once as the plan's flush parallelism."""
     task = _with_retries(res.settings.flush)
@@ -296,7 +312,7 @@ def _bronze_flush(
                 message="; ".join([f"dry run at watermark {mark.watermark}: {rows} rows would flush", *refused])
             )
 
-        # FLUSH: every table in its own labelled lake commit, as the plan orders and bounds them.
+        # FLUSH: a labelled lake commit per table, or per group of tables (flush.commit_groups), as the plan orders them.
         lake, plan = res.open_lake(specs)
         try:
             owner = claim_lake(res.state, lake, takeover)

@@ -42,7 +42,7 @@ class LakeCommit:
 
     snapshot_id: int
     state: str | None
-    tables: tuple[str, ...]  # one table, or several committed in one snapshot (flush.one_snapshot)
+    tables: tuple[str, ...]  # one table, or several sharing one commit (flush.commit_groups)
     batch: int | None
 
 

@@ -340,12 +340,15 @@ class FlushSettings(_Section):
         "transaction) for `verify`. It costs ~9% of a large flush's time on 2 cores (bench/results/cert-large.md); "
         "false flushes without one, and verify then checks those batches by counts, keys and gaps only.",
     )
-    one_snapshot: bool = Field(
-        False,
-        description="Commit every table's rows of a run in ONE lake snapshot (one transaction) instead of one "
-        "commit per table: far fewer catalog round trips for a catalog across the network "
-        "(bench/results/remote-30ms.md), and readers get one cut across tables. A table that cannot join (missing, "
-        "a refused type) flushes on its own; if the shared commit fails, every table is flushed on its own instead.",
+    commit_groups: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="0: one lake commit per table. N: the tables are split by size into N groups, each copied in one "
+        "DuckDB transaction and ONE lake commit, the N groups at once: far fewer catalog round trips when the catalog "
+        "is across the network (bench/results/remote-30ms.md); 1 gives readers one snapshot across all tables. A "
+        "table that cannot join (missing, a refused type) flushes on its own; if a group's commit fails, its tables "
+        "are flushed one by one instead, in the same run.",
     )
     retry_delay_seconds: float = Field(
         2.0, ge=0, le=3600, description="First retry delay; doubles on each further retry."

@@ -65,6 +65,18 @@ def largest_first(names: Iterable[str], sizes: Mapping[str, int]) -> list[str]:
     return sorted(names, key=lambda name: -sizes.get(name, 0))
 
 
+def commit_groups(names: Iterable[str], sizes: Mapping[str, int], groups: int) -> list[list[str]]:
+    """`names` split into at most `groups` groups of about equal hot size (largest first, each to the lightest
+    group), each largest first; no empty group."""
+    bins: list[list[str]] = [[] for _ in range(max(groups, 1))]
+    totals = [0] * len(bins)
+    for name in largest_first(names, sizes):
+        lightest = min(range(len(bins)), key=lambda i: (totals[i], len(bins[i])))
+        bins[lightest].append(name)
+        totals[lightest] += sizes.get(name, 0)
+    return [b for b in bins if b]
+
+
 def mark_lossy(columns: list[Column], lossy: set[str]) -> tuple[Column, ...]:
     """Unconstrained NUMERIC columns show as DOUBLE through DuckDB; they are marked NUMERIC so the copy refuses them."""
     return tuple(Column(c.name, "NUMERIC") if c.name in lossy else c for c in columns)

@@ -312,7 +312,7 @@ def copy_table(
 def copy_tables(
     session: LakeSession, copies: list[TableCopy], mark: Mark, owner: LabelOwner, certify: bool = True
 ) -> dict[str, CopyResult]:
-    """Every table of `copies` in ONE lake transaction and one labelled snapshot (flush.one_snapshot).
+    """Every table of `copies` in ONE lake transaction and one labelled snapshot (flush.commit_groups).
 
     Per table the same steps as copy_table (undo its unconfirmed commits, insert, certify); the label names every
     table that changed, so a later run undoes each table's part of it on its own (labelled_snapshots). Any error

@@ -8,7 +8,7 @@ import pytest
 
 from flusher.config import settings_from_mapping
 from flusher.lake import Column
-from flusher.plan import Parallelism, build_run_plan
+from flusher.plan import Parallelism, build_run_plan, commit_groups
 from flusher.registry import registry
 from flusher.storage import StorageKind
 
@@ -100,3 +100,12 @@ def test_the_default_selection_skips_known_tables_missing_from_the_hot_buffer():
     assert [s.name for s in kept] == ["ledgers_row_v2", "operations_row_v2"] and missing == ["transactions_row_v2"]
     kept, missing = skip_missing(specs, {"ledgers_row_v2"}, default=False)
     assert kept == specs and missing == [], "a table someone named stays, so its flush fails when it is missing"
+
+
+def test_commit_groups_balance_hot_size_and_are_never_empty():
+    sizes = {"big": 100, "mid": 60, "small": 30, "tiny": 10, "unknown": 0}
+    groups = commit_groups(sizes, sizes, 2)
+    assert groups == [["big", "unknown"], ["mid", "small", "tiny"]]  # 100 against 100, each largest first
+    assert commit_groups(sizes, sizes, 1) == [["big", "mid", "small", "tiny", "unknown"]]
+    assert commit_groups(["a", "b"], {}, 8) == [["a"], ["b"]]  # more groups than tables: one table each
+    assert commit_groups([], {}, 2) == []

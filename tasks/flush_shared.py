@@ -1,4 +1,5 @@
-"""FLUSH in one snapshot: every joining table's rows at or below the watermark in ONE lake commit (flush.one_snapshot).
+"""FLUSH a group of tables in one shared lake commit: their rows at or below the watermark, one transaction, one
+snapshot (flush.commit_groups).
 
 The same exactly-once rules as flush_table, per table: each table's batch is recorded pending before the lake
 transaction, each table's unconfirmed earlier commits are undone inside it, and each is recorded committed after
@@ -28,7 +29,7 @@ from flusher.transfer import LabelOwner, SchemaMismatch, TableCopy, copy_tables,
 
 
 def can_join(spec: TableSpec, table_plan: TablePlan, postgres: PostgresSettings) -> bool:
-    """Whether the table can share the snapshot: one that flush_table would refuse at once (missing, no ledger
+    """Whether the table can share a commit: one that flush_table would refuse at once (missing, no ledger
     column, a type the lake refuses) flushes on its own, so its error is reported as usual and the others go on."""
     try:
         hot = _check_hot_table(postgres, spec, table_plan.hot_columns)
@@ -38,8 +39,8 @@ def can_join(spec: TableSpec, table_plan: TablePlan, postgres: PostgresSettings)
     return True
 
 
-@task(name="flush-in-one-snapshot", cache_policy=NO_CACHE, persist_result=False)
-def flush_in_one_snapshot(
+@task(name="flush-shared-commit", cache_policy=NO_CACHE, persist_result=False)
+def flush_shared_commit(
     specs: list[TableSpec],
     mark: Mark,
     table_plans: dict[str, TablePlan],
@@ -70,7 +71,8 @@ def flush_in_one_snapshot(
     except (duckdb.Error, SchemaMismatch, CertificateMismatch) as exc:
         message = explain_disk_full(redact(str(exc), postgres.password.get_secret_value()), data_path)
         raise TableFlushError(
-            f"flushing {len(specs)} tables in one snapshot (ledgers <= {mark.watermark}) failed: {message}"
+            f"flushing {', '.join(s.name for s in specs)} in one lake commit (ledgers <= {mark.watermark}) failed: "
+            f"{message}"
         ) from None
     seconds = time.perf_counter() - started
     outcomes = {}
@@ -101,6 +103,10 @@ def flush_in_one_snapshot(
     rows = sum(o.rows for o in outcomes.values())
     snapshot = next((o.lake_snapshot_id for o in outcomes.values() if o.lake_snapshot_id is not None), None)
     logger.info(
-        "Flushed %s rows from %s tables to DuckLake in one snapshot (%s) in %.2fs", rows, len(specs), snapshot, seconds
+        "Flushed %s rows from %s tables to DuckLake in one commit (snapshot %s) in %.2fs",
+        rows,
+        len(specs),
+        snapshot,
+        seconds,
     )
     return outcomes
