@@ -312,7 +312,7 @@ def _bronze_flush(
                 message="; ".join([f"dry run at watermark {mark.watermark}: {rows} rows would flush", *refused])
             )
 
-        # FLUSH: a labelled lake commit per table, or per group of tables (flush.commit_groups), as the plan orders them.
+        # FLUSH: a labelled lake commit per table, or per group of tables (flush.commit_groups), in the plan's order.
         lake, plan = res.open_lake(specs)
         try:
             owner = claim_lake(res.state, lake, takeover)

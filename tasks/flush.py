@@ -12,7 +12,7 @@ from prefect.states import State
 from psycopg_pool import ConnectionPool
 
 from flusher.certificate import CertificateMismatch
-from flusher.config import PostgresSettings
+from flusher.config import CertificateMode, PostgresSettings
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
 from flusher.failed_write import cleanup_message, explain_disk_full
 from flusher.hot import DUCKDB_INTEGER_TYPES, Mark, ledger_type_refusal
@@ -95,14 +95,14 @@ def flush_table(
     postgres: PostgresSettings,
     data_path: str,
     takeover: bool = False,
-    certify: bool = True,
+    certify: CertificateMode = "lake",
 ) -> FlushOutcome:
     """Undo this table's unconfirmed lake commits and copy rows <= watermark in one labelled lake commit.
 
     `table_plan`: the columns of both sides, read once for the run; `owner`: whose lake commits may be undone;
     `postgres` and `data_path` only for messages (the password is redacted from them).
     takeover: copy only the rows the lake does not hold yet (matched by natural key, or all columns), count the rest.
-    certify: record the batch's completeness certificate (flush.certificate).
+    certify: how to record the batch's completeness certificate (flush.certificate: lake, source or off).
     """
     logger = get_run_logger()
     started = time.perf_counter()

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flusher.certificate import CertificateMismatch
-from flusher.config import PostgresSettings
+from flusher.config import CertificateMode, PostgresSettings
 from flusher.failed_write import explain_disk_full
 from flusher.hot import Mark
 from flusher.lake import LakeSession, redact
@@ -49,7 +49,7 @@ def flush_shared_commit(
     owner: LabelOwner,
     postgres: PostgresSettings,
     data_path: str,
-    certify: bool = True,
+    certify: CertificateMode = "lake",
 ) -> dict[str, FlushOutcome]:
     """Copy every table of `specs` in one labelled lake commit; per table its outcome.
 
