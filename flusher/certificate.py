@@ -40,13 +40,6 @@ class Certificate:
         return {"rows": self.rows, "digest": str(self.digest), "hash": self.algorithm}
 
 
-def row_hash(columns: Sequence[str]) -> str:
-    """The per-row hash expression over `columns` (quoted), in the order given."""
-    if not columns:
-        raise ValueError("a certificate needs at least one column")
-    return f"hash({', '.join(quote_ident(c) for c in columns)})"
-
-
 def digest_expressions(columns: Sequence[str]) -> str:
     """`count, digest` select items: the same text at flush time and in verify."""
     return digest_of_values([quote_ident(c) for c in columns])

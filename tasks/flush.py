@@ -23,7 +23,7 @@ from flusher.registry import TableSpec
 from flusher.report import FlushOutcome
 from flusher.secrets import MaskedMessage
 from flusher.state import StateStore
-from flusher.transfer import LabelOwner, SchemaMismatch, copy_table
+from flusher.transfer import CopyResult, LabelOwner, SchemaMismatch, copy_table
 
 
 class TableFlushError(MaskedMessage, RuntimeError):
@@ -75,6 +75,19 @@ def _explain_invalid_utf8(
         + "; ".join(found)
         + ". Fix or re-encode those values in PostgreSQL; the table's rows stay there until then"
     )
+
+
+def log_lake_changes(logger: Any, table: str, result: CopyResult) -> None:
+    """What a copy changed in the lake besides inserting: earlier commits it replaced, columns it added."""
+    if result.undone_snapshots:
+        logger.warning(
+            "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",
+            len(result.undone_snapshots),
+            table,
+            result.undone_snapshots,
+        )
+    if result.added_columns:
+        logger.info("Added columns %s to lake table %s", result.added_columns, table)
 
 
 @task(
@@ -141,15 +154,7 @@ def flush_table(
     state.record_committed(
         mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo, expected, result.certificate
     )
-    if result.undone_snapshots:
-        logger.warning(
-            "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",
-            len(result.undone_snapshots),
-            spec.name,
-            result.undone_snapshots,
-        )
-    if result.added_columns:
-        logger.info("Added columns %s to lake table %s", result.added_columns, spec.name)
+    log_lake_changes(logger, spec.name, result)
     if takeover:
         logger.info(
             "Takeover of %s: %s rows copied to DuckLake, %s already there (matched by %s) in %.2fs",

@@ -24,7 +24,7 @@ from flusher.plan import TablePlan
 from flusher.registry import TableSpec
 from flusher.report import FlushOutcome
 from flusher.state import StateStore
-from flusher.tasks.flush import PermanentTableError, TableFlushError, _check_hot_table
+from flusher.tasks.flush import PermanentTableError, TableFlushError, _check_hot_table, log_lake_changes
 from flusher.transfer import LabelOwner, SchemaMismatch, TableCopy, copy_tables, plan_columns
 
 
@@ -81,16 +81,7 @@ def flush_shared_commit(
         state.record_committed(
             mark.batch_id, name, result.snapshot_id, result.rows, seconds, list(copy.undo), None, result.certificate
         )
-        if result.undone_snapshots:
-            logger.warning(
-                "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in "
-                "PostgreSQL",
-                len(result.undone_snapshots),
-                name,
-                result.undone_snapshots,
-            )
-        if result.added_columns:
-            logger.info("Added columns %s to lake table %s", result.added_columns, name)
+        log_lake_changes(logger, name, result)
         outcomes[name] = FlushOutcome(
             name,
             result.rows,
