@@ -40,16 +40,16 @@ class Certificate:
         return {"rows": self.rows, "digest": str(self.digest), "hash": self.algorithm}
 
 
-def row_hash(columns: Sequence[str]) -> str:
-    """The per-row hash expression over `columns` (quoted), in the order given."""
-    if not columns:
-        raise ValueError("a certificate needs at least one column")
-    return f"hash({', '.join(quote_ident(c) for c in columns)})"
-
-
 def digest_expressions(columns: Sequence[str]) -> str:
     """`count, digest` select items: the same text at flush time and in verify."""
-    return f"count(*), coalesce(sum({row_hash(columns)})::HUGEINT, 0)"
+    return digest_of_values([quote_ident(c) for c in columns])
+
+
+def digest_of_values(values: Sequence[str]) -> str:
+    """`count, digest` select items over value expressions, one per certified column, in the certificate's order."""
+    if not values:
+        raise ValueError("a certificate needs at least one column")
+    return f"count(*), coalesce(sum(hash({', '.join(values)}))::HUGEINT, 0)"
 
 
 def certify_transaction(
@@ -62,6 +62,30 @@ def certify_transaction(
     if rows != copied:
         raise CertificateMismatch(
             f"{table}: the lake transaction holds {rows} new rows but the flush copied {copied}; not committed"
+        )
+    return Certificate(rows, int(digest), ALGORITHM, tuple(columns))
+
+
+def certify_source(
+    cur: duckdb.DuckDBPyConnection,
+    table: str,
+    source: str,
+    where: str,
+    values: Sequence[str],
+    columns: Sequence[str],
+    copied: int,
+) -> Certificate:
+    """The certificate from the source rows the open transaction copied: `values` are the INSERT's own expressions
+    for `columns` (the lake values, computed from the hot rows `where` selects in the transaction's snapshot). It
+    costs a second scan of the hot rows instead of a read-back through the lake, which is a chain of catalog round
+    trips and object-storage reads per table (bench/results/remote-30ms-groups.md). `verify` recomputes the same
+    figures from the lake: a row the lake lost, holds twice or holds altered since (or got altered on the way in)
+    changes them. Refuses the commit when the count is not `copied`."""
+    rows, digest = cur.execute(f"SELECT {digest_of_values(values)} FROM {source} WHERE {where}").fetchone()
+    if rows != copied:
+        raise CertificateMismatch(
+            f"{table}: the source holds {rows} rows at or below the watermark but the flush copied {copied}; "
+            "not committed"
         )
     return Certificate(rows, int(digest), ALGORITHM, tuple(columns))
 

@@ -320,6 +320,11 @@ class VacuumSettings(_Section):
     every_n_flushes: int = Field(10, ge=1, le=1_000_000)
 
 
+# How a flush certifies a batch (flusher/certificate.py): read back from the lake, hashed from the source, or not.
+CertificateMode = Literal["lake", "source", "off"]
+_CERTIFICATE_WORDS = {"true": "lake", "yes": "lake", "on": "lake", "false": "off", "no": "off"}
+
+
 def default_concurrency() -> int:
     """One table flush per core, 2 to 4: on 2 cores, 4 at once moved 2.2M rows 25% slower than 2 (bench/README)."""
     return min(4, max(2, os.cpu_count() or 2))
@@ -334,11 +339,13 @@ class FlushSettings(_Section):
         "ducklake.memory_limit: 8 at once at 512MB ran out of memory (bench/results/remote-30ms.md).",
     )
     retries: int = Field(2, ge=0, le=10)
-    certificate: bool = Field(
-        True,
-        description="Record each table's completeness certificate (row count and digest, read back inside the lake "
-        "transaction) for `verify`. It costs ~9% of a large flush's time on 2 cores (bench/results/cert-large.md); "
-        "false flushes without one, and verify then checks those batches by counts, keys and gaps only.",
+    certificate: CertificateMode = Field(
+        "lake",
+        description="Each table's completeness certificate (row count and digest of the batch) for `verify`: lake "
+        "(true) reads the rows back inside the lake transaction, ~9% of a large flush on 2 cores "
+        "(bench/results/cert-large.md); source hashes the same values from the hot rows instead, which spares a "
+        "catalog across the network a chain of lookups per table; off (false) records none, and verify then checks "
+        "those batches by counts, keys and gaps only.",
     )
     commit_groups: int = Field(
         0,
@@ -364,6 +371,16 @@ class FlushSettings(_Section):
     extra_tables: list[str] = Field(
         default_factory=list, description="Added to an explicit `tables` list; redundant with the default (all known)."
     )
+
+    @field_validator("certificate", mode="before")
+    @classmethod
+    def _certificate_words(cls, value: Any) -> Any:
+        """true and false (the setting was a boolean) mean lake and off."""
+        if isinstance(value, bool):
+            return "lake" if value else "off"
+        if isinstance(value, str):
+            return _CERTIFICATE_WORDS.get(value.strip().lower(), value.strip().lower())
+        return value
 
     @field_validator("tables")
     @classmethod

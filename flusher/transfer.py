@@ -9,6 +9,7 @@ import duckdb
 
 from flusher import certificate as cert
 from flusher import failpoints
+from flusher.config import CertificateMode
 from flusher.hot import Mark, validate_snapshot_id
 from flusher.lake import COMMIT_AUTHOR, HOT, Column, LakeSession
 from flusher.quoting import quote_ident, quote_literal
@@ -43,6 +44,7 @@ class SchemaMismatch(MaskedMessage, RuntimeError):
 @dataclass(frozen=True)
 class ColumnPlan:
     select: list[str]  # expressions, each aliased to its lake column name
+    values: dict[str, str] = field(default_factory=dict)  # lake column name -> the same expression, unaliased
     add_to_lake: list[Column] = field(default_factory=list)  # hot columns the lake table lacks
     missing_in_hot: list[str] = field(default_factory=list)  # lake columns left NULL
 
@@ -57,7 +59,7 @@ _REFUSED_HINTS = {
 def lake_type_for(hot_type: str) -> str | None:
     """The lake type that stores a hot column's values losslessly, or None if there is none."""
     if hot_type == "TIMESTAMP WITH TIME ZONE":
-        return "TIMESTAMP"  # its UTC wall time (see _expression)
+        return "TIMESTAMP"  # its UTC wall time (see _value)
     if hot_type.endswith("[]") or hot_type == "JSON":
         return "VARCHAR"  # arrays as JSON text, JSONB as its text
     if hot_type in _SAME_TYPES or hot_type.startswith("DECIMAL("):
@@ -65,22 +67,28 @@ def lake_type_for(hot_type: str) -> str | None:
     return None
 
 
-def _expression(column: Column, lake_type: str) -> str:
+def _value(column: Column, lake_type: str) -> str:
+    """The expression that turns a hot column's value into its lake value."""
     name = quote_ident(column.name)
     if column.type.endswith("[]"):
-        return f"CAST(to_json({name}) AS VARCHAR) AS {name}"
+        return f"CAST(to_json({name}) AS VARCHAR)"
     if column.type == lake_type:
         return name
     if column.type == "TIMESTAMP WITH TIME ZONE" and lake_type == "TIMESTAMP":
         # The instant's UTC wall time, spelled out: a plain CAST would use the session's TimeZone.
-        return f"timezone('UTC', {name}) AS {name}"
-    return f"CAST({name} AS {lake_type}) AS {name}"
+        return f"timezone('UTC', {name})"
+    return f"CAST({name} AS {lake_type})"
+
+
+def _expression(value: str, column: Column) -> str:
+    name = quote_ident(column.name)
+    return value if value == name else f"{value} AS {name}"
 
 
 def plan_columns(table: str, hot: list[Column], lake: list[Column]) -> ColumnPlan:
     """Match hot columns to lake columns by name (never position); new hot columns are added to the lake."""
     lake_types = {c.name: c.type for c in lake}
-    select, add = [], []
+    select, add, values = [], [], {}
     for column in hot:
         mapped = lake_type_for(column.type)
         if mapped is None:
@@ -93,9 +101,10 @@ def plan_columns(table: str, hot: list[Column], lake: list[Column]) -> ColumnPla
         target = lake_types.get(column.name, mapped)
         if column.name not in lake_types:
             add.append(Column(column.name, target))
-        select.append(_expression(column, target))
+        values[column.name] = _value(column, target)
+        select.append(_expression(values[column.name], column))
     hot_names = {c.name for c in hot}
-    return ColumnPlan(select, add, [c.name for c in lake if c.name not in hot_names])
+    return ColumnPlan(select, values, add, [c.name for c in lake if c.name not in hot_names])
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,7 @@ def _write(
     copy: TableCopy,
     owner: LabelOwner,
     reconcile: Reconcile | None,
-    certify: bool,
+    certify: CertificateMode,
 ) -> _Written:
     """In the open transaction: add new columns, undo `copy.undo`'s labelled commits, insert rows <= watermark
     (with `reconcile`, only those the lake lacks) and certify them."""
@@ -244,7 +253,8 @@ def _write(
         present = 0
     else:
         rows, present = _insert_missing(cur, session, spec, mark, plan.select, reconcile)
-    certificate = _certify(cur, spec, target, list(copy.lake), plan, rows) if certify else None
+    source = session.hot_table(spec.name) if reconcile is None else None  # a takeover copies only some hot rows
+    certificate = _certify(cur, spec, mark, target, source, copy.lake, plan, rows, certify) if rows else None
     return _Written(rows, undone, [c.name for c in plan.add_to_lake], present, certificate)
 
 
@@ -277,15 +287,15 @@ def copy_table(
     undo: list[int],
     owner: LabelOwner,
     reconcile: Reconcile | None = None,
-    certify: bool = True,
+    certify: CertificateMode = "lake",
 ) -> CopyResult:
     """One lake transaction: undo unconfirmed earlier commits of this table, insert rows <= watermark, label, commit.
 
     `undo` lists batches whose labelled commits (if they exist) must go: their rows are still in PostgreSQL and
     are read again here, so the lake ends up with each row once. Only `owner`'s commits are matched. With
     `reconcile` (a takeover), only the rows the lake lacks are inserted; the others are counted in
-    `already_in_lake`, read in the same transaction. `certify`: record the completeness certificate
-    (flush.certificate).
+    `already_in_lake`, read in the same transaction. `certify`: how to record the completeness certificate
+    (flush.certificate: lake, source or off).
     """
     cur = session.cursor()
     try:
@@ -310,7 +320,7 @@ def copy_table(
 
 
 def copy_tables(
-    session: LakeSession, copies: list[TableCopy], mark: Mark, owner: LabelOwner, certify: bool = True
+    session: LakeSession, copies: list[TableCopy], mark: Mark, owner: LabelOwner, certify: CertificateMode = "lake"
 ) -> dict[str, CopyResult]:
     """Every table of `copies` in ONE lake transaction and one labelled snapshot (flush.commit_groups).
 
@@ -345,13 +355,28 @@ def copy_tables(
 
 
 def _certify(
-    cur: duckdb.DuckDBPyConnection, spec: TableSpec, target: str, lake: list[Column], plan: ColumnPlan, rows: int
+    cur: duckdb.DuckDBPyConnection,
+    spec: TableSpec,
+    mark: Mark,
+    target: str,
+    source: str | None,
+    lake: tuple[Column, ...],
+    plan: ColumnPlan,
+    rows: int,
+    certify: CertificateMode,
 ) -> cert.Certificate | None:
     """The completeness certificate of the rows this transaction inserted (flusher/certificate.py), before the
-    commit: a count that disagrees with `rows` refuses the commit. Columns left NULL (missing in hot) are not hashed."""
-    if rows == 0:
+    commit: a count that disagrees with `rows` refuses the commit. Columns left NULL (missing in hot) are not hashed.
+
+    "lake" reads the inserted rows back; "source" hashes the same values of the hot rows the INSERT read (`source`,
+    in the same snapshot), when it copied all of them (None: a takeover copies only some, so they are read back).
+    """
+    if certify == "off":
         return None
     columns = [c.name for c in lake if c.name not in plan.missing_in_hot] + [c.name for c in plan.add_to_lake]
+    if certify == "source" and source is not None:
+        where = f"{quote_ident(spec.ledger_column)} <= {int(mark.watermark)}"
+        return cert.certify_source(cur, spec.name, source, where, [plan.values[c] for c in columns], columns, rows)
     return cert.certify_transaction(cur, spec.name, target, columns, rows)
 
 

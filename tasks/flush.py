@@ -12,7 +12,7 @@ from prefect.states import State
 from psycopg_pool import ConnectionPool
 
 from flusher.certificate import CertificateMismatch
-from flusher.config import PostgresSettings
+from flusher.config import CertificateMode, PostgresSettings
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
 from flusher.failed_write import cleanup_message, explain_disk_full
 from flusher.hot import DUCKDB_INTEGER_TYPES, Mark, ledger_type_refusal
@@ -23,7 +23,7 @@ from flusher.registry import TableSpec
 from flusher.report import FlushOutcome
 from flusher.secrets import MaskedMessage
 from flusher.state import StateStore
-from flusher.transfer import LabelOwner, SchemaMismatch, copy_table
+from flusher.transfer import CopyResult, LabelOwner, SchemaMismatch, copy_table
 
 
 class TableFlushError(MaskedMessage, RuntimeError):
@@ -77,6 +77,19 @@ def _explain_invalid_utf8(
     )
 
 
+def log_lake_changes(logger: Any, table: str, result: CopyResult) -> None:
+    """What a copy changed in the lake besides inserting: earlier commits it replaced, columns it added."""
+    if result.undone_snapshots:
+        logger.warning(
+            "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",
+            len(result.undone_snapshots),
+            table,
+            result.undone_snapshots,
+        )
+    if result.added_columns:
+        logger.info("Added columns %s to lake table %s", result.added_columns, table)
+
+
 @task(
     name="flush-table",
     task_run_name="flush-{spec.name}",
@@ -95,14 +108,14 @@ def flush_table(
     postgres: PostgresSettings,
     data_path: str,
     takeover: bool = False,
-    certify: bool = True,
+    certify: CertificateMode = "lake",
 ) -> FlushOutcome:
     """Undo this table's unconfirmed lake commits and copy rows <= watermark in one labelled lake commit.
 
     `table_plan`: the columns of both sides, read once for the run; `owner`: whose lake commits may be undone;
     `postgres` and `data_path` only for messages (the password is redacted from them).
     takeover: copy only the rows the lake does not hold yet (matched by natural key, or all columns), count the rest.
-    certify: record the batch's completeness certificate (flush.certificate).
+    certify: how to record the batch's completeness certificate (flush.certificate: lake, source or off).
     """
     logger = get_run_logger()
     started = time.perf_counter()
@@ -141,15 +154,7 @@ def flush_table(
     state.record_committed(
         mark.batch_id, spec.name, result.snapshot_id, result.rows, seconds, undo, expected, result.certificate
     )
-    if result.undone_snapshots:
-        logger.warning(
-            "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in PostgreSQL",
-            len(result.undone_snapshots),
-            spec.name,
-            result.undone_snapshots,
-        )
-    if result.added_columns:
-        logger.info("Added columns %s to lake table %s", result.added_columns, spec.name)
+    log_lake_changes(logger, spec.name, result)
     if takeover:
         logger.info(
             "Takeover of %s: %s rows copied to DuckLake, %s already there (matched by %s) in %.2fs",

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flusher.certificate import CertificateMismatch
-from flusher.config import PostgresSettings
+from flusher.config import CertificateMode, PostgresSettings
 from flusher.failed_write import explain_disk_full
 from flusher.hot import Mark
 from flusher.lake import LakeSession, redact
@@ -24,7 +24,7 @@ from flusher.plan import TablePlan
 from flusher.registry import TableSpec
 from flusher.report import FlushOutcome
 from flusher.state import StateStore
-from flusher.tasks.flush import PermanentTableError, TableFlushError, _check_hot_table
+from flusher.tasks.flush import PermanentTableError, TableFlushError, _check_hot_table, log_lake_changes
 from flusher.transfer import LabelOwner, SchemaMismatch, TableCopy, copy_tables, plan_columns
 
 
@@ -49,7 +49,7 @@ def flush_shared_commit(
     owner: LabelOwner,
     postgres: PostgresSettings,
     data_path: str,
-    certify: bool = True,
+    certify: CertificateMode = "lake",
 ) -> dict[str, FlushOutcome]:
     """Copy every table of `specs` in one labelled lake commit; per table its outcome.
 
@@ -81,16 +81,7 @@ def flush_shared_commit(
         state.record_committed(
             mark.batch_id, name, result.snapshot_id, result.rows, seconds, list(copy.undo), None, result.certificate
         )
-        if result.undone_snapshots:
-            logger.warning(
-                "Replaced %s unconfirmed earlier lake commit(s) of %s (snapshots %s): their rows were still in "
-                "PostgreSQL",
-                len(result.undone_snapshots),
-                name,
-                result.undone_snapshots,
-            )
-        if result.added_columns:
-            logger.info("Added columns %s to lake table %s", result.added_columns, name)
+        log_lake_changes(logger, name, result)
         outcomes[name] = FlushOutcome(
             name,
             result.rows,

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from flusher.lake import LakeSession
-from tests.helpers import ENABLED, flush, task_attempts
+from tests.helpers import ENABLED, flush, task_attempts, write_config
 from tests.server.test_timezones import ZONES
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -46,6 +46,8 @@ def _add_columns(hot, table: str, columns) -> None:
 
 @pytest.mark.parametrize("zone", ZONES)
 def test_each_hot_type_lands_as_its_documented_lake_type(hot, zone):
+    # Certified from the source: verify, which hashes the lake's values, must agree for every type in every zone.
+    hot.config = write_config(hot, flush={"certificate": "source"})
     _add_columns(hot, "trades_row_v1", NEW_COLUMNS)
     hot.load(1, 3)
     assignments = ", ".join(f'"{name}" = {value}' for name, _, _, value, _ in NEW_COLUMNS)
@@ -71,6 +73,13 @@ def test_each_hot_type_lands_as_its_documented_lake_type(hot, zone):
         for (name, _, _, _, expected), value in zip(NEW_COLUMNS, row, strict=False):
             assert value == expected, f"{name}: {value!r}"
     hot.assert_exactly_once()
+    verified = hot.run_cli("verify", "--tables", "trades_row_v1", env={"TZ": zone})
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    certified = hot.execute(
+        "SELECT count(*) FROM flusher_state.table_batches WHERE table_name = 'trades_row_v1' "
+        "AND certificate_digest IS NOT NULL"
+    )
+    assert certified == [(1,)]
 
 
 def test_types_the_lake_cannot_take_fail_only_their_table(hot):

@@ -123,3 +123,28 @@ def test_flushes_without_certificates_when_told_and_verify_still_checks_counts(h
     by_table = {t["table"]: t for t in result["tables"] if t["table"] in TABLES}
     assert all(t["batches_certified"] == 0 and t["batches_uncertified"] == 1 for t in by_table.values()), by_table
     assert all(t["lake_rows"] > 0 for t in by_table.values())
+
+
+def test_certificates_from_the_source_match_the_lake_and_catch_an_altered_value(hot, capsys):
+    hot.config = write_config(
+        hot, flush={"certificate": "source"}, ducklake={"data_inlining_row_limit": 0, "partition_by": None}
+    )
+    _flushes(hot, (1, 5), (6, 5))
+    assert hot.execute(
+        "SELECT count(*) FROM flusher_state.table_batches WHERE certificate_digest IS NOT NULL "
+        "AND table_name = ANY(%s)",
+        (TABLES,),
+    ) == [(2 * len(TABLES),)]
+    code, clean = _verify(hot, capsys)
+    assert code == 0, _findings(clean)
+    by_table = {t["table"]: t for t in clean["tables"] if t["table"] in TABLES}
+    assert all(t["batches_certified"] == 2 for t in by_table.values()), by_table
+
+    # One value altered in the lake since: the batch's figures no longer match the source's.
+    _lake_sql(
+        hot,
+        "UPDATE {operations_row_v2} SET type_string = 'altered' WHERE ledger_sequence = 7 AND rowid = "
+        "(SELECT min(rowid) FROM {operations_row_v2} WHERE ledger_sequence = 7)",
+    )
+    code, result = _verify(hot, capsys, "--tables", "operations_row_v2")
+    assert code == 1 and [f[:2] for f in _findings(result)] == [("operations_row_v2", "certificate")]

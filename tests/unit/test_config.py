@@ -56,6 +56,27 @@ def test_duckdb_threads_default_to_the_cores_the_queries_at_once_leave(monkeypat
     assert settings_from_mapping(_with("ducklake", threads=3), "test.yaml", {}).ducklake.threads == 3
 
 
+@pytest.mark.parametrize(
+    ("value", "environ", "expected"),
+    [
+        (None, {}, "lake"),
+        (True, {}, "lake"),
+        (False, {}, "off"),
+        ("source", {}, "source"),
+        (None, {"FLUSHER_FLUSH_CERTIFICATE": "false"}, "off"),  # the boolean it was still reads
+        (None, {"FLUSHER_FLUSH_CERTIFICATE": "Source"}, "source"),
+    ],
+)
+def test_the_certificate_is_lake_source_or_off_and_true_false_still_read(value, environ, expected):
+    raw = GOOD if value is None else _with("flush", certificate=value)
+    assert settings_from_mapping(raw, "test.yaml", environ).flush.certificate == expected
+
+
+def test_an_unknown_certificate_mode_is_a_config_error_naming_the_choices():
+    message = _error(_with("flush", certificate="hot"))
+    assert "flush.certificate" in message and "'lake', 'source' or 'off'" in message
+
+
 @pytest.mark.parametrize("minutes", [0, 4, 61, 1440])
 def test_flush_interval_outside_5_to_60_is_rejected(minutes):
     message = _error(_with("service", flush_interval_minutes=minutes))
