@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import duckdb
@@ -116,6 +117,7 @@ class CopyResult:
     already_in_lake: int = 0  # takeover: hot rows at or below the watermark the lake already held (not copied)
     certificate: cert.Certificate | None = None  # count and digest of the rows copied (None: nothing copied)
     seen_snapshot: int | None = None  # nothing committed: the lake snapshot the transaction read (and rolled back)
+    seconds: float | None = None  # in a shared commit: this table's part (its writes, plus the commit they share)
 
     @property
     def rows_expected(self) -> int:
@@ -228,7 +230,6 @@ class _Written:
 def _write(
     session: LakeSession,
     cur: duckdb.DuckDBPyConnection,
-    spec: TableSpec,
     mark: Mark,
     copy: TableCopy,
     owner: LabelOwner,
@@ -237,6 +238,7 @@ def _write(
 ) -> _Written:
     """In the open transaction: add new columns, undo `copy.undo`'s labelled commits, insert rows <= watermark
     (with `reconcile`, only those the lake lacks) and certify them."""
+    spec = copy.spec
     plan = plan_columns(spec.name, list(copy.hot), list(copy.lake))
     target = session.table(spec.name)
     for column in plan.add_to_lake:
@@ -301,7 +303,7 @@ def copy_table(
     try:
         _begin(session, cur, mark)
         written = _write(
-            session, cur, spec, mark, TableCopy(spec, tuple(hot), tuple(lake), tuple(undo)), owner, reconcile, certify
+            session, cur, mark, TableCopy(spec, tuple(hot), tuple(lake), tuple(undo)), owner, reconcile, certify
         )
         if not written.changed:
             seen = current_snapshot(session, cur) if written.present else None  # a takeover deletes rows found here
@@ -330,14 +332,18 @@ def copy_tables(
     """
     cur = session.cursor()
     written: dict[str, _Written] = {}
+    seconds: dict[str, float] = {}
     try:
+        started = time.perf_counter()
         _begin(session, cur, mark)
         for copy in copies:
-            written[copy.spec.name] = _write(session, cur, copy.spec, mark, copy, owner, None, certify)
+            written[copy.spec.name] = _write(session, cur, mark, copy, owner, None, certify)
+            seconds[copy.spec.name] = time.perf_counter() - started
+            started = time.perf_counter()
         changed = [name for name, w in written.items() if w.changed]
         if not changed:
             cur.execute("ROLLBACK")
-            return {name: CopyResult(0, None, [], []) for name in written}
+            return {name: CopyResult(0, None, [], [], seconds=seconds[name]) for name in written}
         message, info = group_label(changed, mark, owner.state_id, {n: written[n].certificate for n in changed})
         _commit(session, cur, message, info, changed)
     except BaseException:
@@ -348,8 +354,17 @@ def copy_tables(
     for name in changed:
         failpoints.hit("after_lake_commit", name)
     snapshot = committed_snapshot(session, info)
+    shared = time.perf_counter() - started  # the commit and its lookup: every changed table waited for them
     return {
-        name: CopyResult(w.rows, snapshot if w.changed else None, w.undone, w.added, 0, w.certificate)
+        name: CopyResult(
+            w.rows,
+            snapshot if w.changed else None,
+            w.undone,
+            w.added,
+            0,
+            w.certificate,
+            seconds=seconds[name] + (shared if w.changed else 0.0),
+        )
         for name, w in written.items()
     }
 

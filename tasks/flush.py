@@ -35,7 +35,7 @@ class PermanentTableError(TableFlushError):
     refuses): the task fails at its first attempt instead of waiting out its retries."""
 
 
-def _check_hot_table(pg: PostgresSettings, spec: TableSpec, columns: tuple[Column, ...] | None) -> tuple[Column, ...]:
+def check_hot_table(pg: PostgresSettings, spec: TableSpec, columns: tuple[Column, ...] | None) -> tuple[Column, ...]:
     """The hot columns; PermanentTableError when the table, its ledger column or an integer type for it is missing."""
     if columns is None:
         raise PermanentTableError(
@@ -121,7 +121,7 @@ def flush_table(
     started = time.perf_counter()
     attempt_start = time.time()  # wall clock, comparable with file times: what this attempt wrote is newer
     try:
-        hot_columns = _check_hot_table(postgres, spec, table_plan.hot_columns)
+        hot_columns = check_hot_table(postgres, spec, table_plan.hot_columns)
         first_attempt = state.record_pending(mark.batch_id, spec.name, mark.watermark)
         undo = state.open_batches(spec.name)
         if first_attempt:  # this batch has no lake commit yet; with no other open batch the undo lookup is skipped

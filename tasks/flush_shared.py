@@ -24,7 +24,7 @@ from flusher.plan import TablePlan
 from flusher.registry import TableSpec
 from flusher.report import FlushOutcome
 from flusher.state import StateStore
-from flusher.tasks.flush import PermanentTableError, TableFlushError, _check_hot_table, log_lake_changes
+from flusher.tasks.flush import PermanentTableError, TableFlushError, check_hot_table, log_lake_changes
 from flusher.transfer import LabelOwner, SchemaMismatch, TableCopy, copy_tables, plan_columns
 
 
@@ -32,7 +32,7 @@ def can_join(spec: TableSpec, table_plan: TablePlan, postgres: PostgresSettings)
     """Whether the table can share a commit: one that flush_table would refuse at once (missing, no ledger
     column, a type the lake refuses) flushes on its own, so its error is reported as usual and the others go on."""
     try:
-        hot = _check_hot_table(postgres, spec, table_plan.hot_columns)
+        hot = check_hot_table(postgres, spec, table_plan.hot_columns)
         plan_columns(spec.name, list(hot), list(table_plan.lake_columns))
     except (PermanentTableError, SchemaMismatch):
         return False
@@ -78,15 +78,23 @@ def flush_shared_commit(
     outcomes = {}
     for copy in copies:
         name, result = copy.spec.name, results[copy.spec.name]
+        table_seconds = seconds if result.seconds is None else result.seconds
         state.record_committed(
-            mark.batch_id, name, result.snapshot_id, result.rows, seconds, list(copy.undo), None, result.certificate
+            mark.batch_id,
+            name,
+            result.snapshot_id,
+            result.rows,
+            table_seconds,
+            list(copy.undo),
+            None,
+            result.certificate,
         )
         log_lake_changes(logger, name, result)
         outcomes[name] = FlushOutcome(
             name,
             result.rows,
             result.snapshot_id,
-            seconds,
+            table_seconds,
             len(result.undone_snapshots),
             result.added_columns,
             read_point=result.read_point,
