@@ -11,6 +11,7 @@ import concurrent.futures
 import contextvars
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
@@ -103,64 +104,62 @@ def _delete_subflow(res: RunResources, plan: RunPlan, mark: Mark, committed: Flu
         )
 
 
-def _flush_all(
-    res: RunResources,
-    plan: RunPlan,
-    lake: LakeSession,
-    owner: LabelOwner,
-    specs: list[TableSpec],
-    mark: Mark,
-    takeover: bool = False,
-) -> dict[str, tuple[FlushOutcome | None, str | None]]:
+Outcomes = dict[str, tuple[FlushOutcome | None, str | None]]  # per table: its outcome, or None and the error
+
+
+@dataclass(frozen=True)
+class _Flushing:
+    """What every flush task of a run shares: the run's resources and plan, the lake, its owner, the mark."""
+
+    res: RunResources
+    plan: RunPlan
+    lake: LakeSession
+    owner: LabelOwner
+    mark: Mark
+
+    def inputs(self) -> dict[str, Any]:
+        """The inputs every flush task takes, whether it copies one table or a group."""
+        return {  # quoted: Prefect would otherwise walk these objects looking for futures in every task's inputs
+            "mark": self.mark,
+            "lake": quote(self.lake),
+            "state": quote(self.res.state),
+            "owner": self.owner,
+            "postgres": quote(self.res.settings.postgres),
+            "data_path": self.res.settings.ducklake.data_path,
+            "certify": self.res.settings.flush.certificate,
+        }
+
+
+def _flush_all(run: _Flushing, specs: list[TableSpec], takeover: bool = False) -> Outcomes:
     """Every table's flush: in flush.commit_groups shared lake commits when set (not for a takeover, which
     reconciles table by table); otherwise, and for what could not join or whose shared commit failed, one flush
     task per table."""
     progress = ProgressTracker(len(specs)).update
-    outcomes: dict[str, tuple[FlushOutcome | None, str | None]] = {}
-    if res.settings.flush.commit_groups and not takeover:
-        outcomes = _flush_in_shared_commits(res, plan, lake, owner, specs, mark, progress)
+    outcomes: Outcomes = {}
+    if run.res.settings.flush.commit_groups and not takeover:
+        outcomes = _flush_in_shared_commits(run, specs, progress)
     rest = [spec for spec in specs if spec.name not in outcomes]
     if rest:
         done_before = len(outcomes)
-        outcomes |= _flush_each(res, plan, lake, owner, rest, mark, takeover, lambda done: progress(done_before + done))
+        outcomes |= _flush_each(run, rest, takeover, lambda done: progress(done_before + done))
     return {spec.name: outcomes[spec.name] for spec in specs}
 
 
-def _flush_in_shared_commits(
-    res: RunResources,
-    plan: RunPlan,
-    lake: LakeSession,
-    owner: LabelOwner,
-    specs: list[TableSpec],
-    mark: Mark,
-    progress: Callable[[int], None],
-) -> dict[str, tuple[FlushOutcome | None, str | None]]:
+def _flush_in_shared_commits(run: _Flushing, specs: list[TableSpec], progress: Callable[[int], None]) -> Outcomes:
     """The tables that can join, split by size into flush.commit_groups groups, each in one lake commit, all groups
     at once. Only the tables of groups that committed are returned: the others are left to one task per table."""
-    postgres = res.settings.postgres
-    joining = [s.name for s in specs if can_join(s, plan.table(s.name), postgres)]
+    plan, settings = run.plan, run.res.settings
+    joining = [s.name for s in specs if can_join(s, plan.table(s.name), settings.postgres)]
     sizes = {name: plan.table(name).hot_bytes for name in joining}
-    groups = commit_groups(joining, sizes, res.settings.flush.commit_groups)
+    groups = commit_groups(joining, sizes, settings.flush.commit_groups)
     by_name = {s.name: s for s in specs}
-    shared = {
-        "mark": mark,
-        "lake": quote(lake),
-        "state": quote(res.state),
-        "owner": owner,
-        "postgres": quote(postgres),
-        "data_path": res.settings.ducklake.data_path,
-        "certify": res.settings.flush.certificate,
-    }
+    shared = run.inputs()
     parameters = {
-        i: {
-            "specs": [by_name[n] for n in group],
-            "table_plans": quote({n: plan.table(n) for n in group}),
-            **shared,
-        }
+        i: {"specs": [by_name[n] for n in group], "table_plans": quote({n: plan.table(n) for n in group}), **shared}
         for i, group in enumerate(groups)
     }
     futures = run_bounded(flush_shared_commit, parameters, max(len(groups), 1))
-    outcomes: dict[str, tuple[FlushOutcome | None, str | None]] = {}
+    outcomes: Outcomes = {}
     for i, group in enumerate(groups):
         result, error = outcome(futures[i])
         if result is None:
@@ -173,37 +172,19 @@ def _flush_in_shared_commits(
     return outcomes
 
 
-def _flush_each(
-    res: RunResources,
-    plan: RunPlan,
-    lake: LakeSession,
-    owner: LabelOwner,
-    specs: list[TableSpec],
-    mark: Mark,
-    takeover: bool,
-    progress: Callable[[int], None],
-) -> dict[str, tuple[FlushOutcome | None, str | None]]:
+def _flush_each(run: _Flushing, specs: list[TableSpec], takeover: bool, progress: Callable[[int], None]) -> Outcomes:
     """One flush task per table, largest first, as many at once as the plan's flush parallelism."""
-    task = _with_retries(res.settings.flush)
+    task = _with_retries(run.res.settings.flush)
     by_name = {spec.name: spec for spec in specs}
-    shared = {  # quoted: Prefect would otherwise walk these objects looking for futures in every task's inputs
-        "lake": quote(lake),
-        "state": quote(res.state),
-        "pool": quote(res.pool),
-        "owner": owner,
-        "postgres": quote(res.settings.postgres),
-        "data_path": res.settings.ducklake.data_path,
-        "takeover": takeover,
-        "certify": res.settings.flush.certificate,
-    }
+    shared = run.inputs() | {"pool": quote(run.res.pool), "takeover": takeover}
     futures = run_bounded(
         task,
         {
-            name: {"spec": by_name[name], "mark": mark, "table_plan": quote(plan.table(name)), **shared}
-            for name in plan.order
+            name: {"spec": by_name[name], "table_plan": quote(run.plan.table(name)), **shared}
+            for name in run.plan.order
             if name in by_name
         },
-        plan.parallelism.flush,
+        run.plan.parallelism.flush,
         progress,
     )
     return {name: outcome(futures[name]) for name in by_name}
@@ -320,7 +301,7 @@ def _bronze_flush(
             get_run_logger().error("Refused: %s", exc)
             res.state.finish_run(mark.batch_id, RunStatus.FAILED, mark.watermark, f"refused: {exc}", False)
             return Failed(name="Refused", message=str(exc))
-        flushes = _flush_all(res, plan, lake, owner, specs, mark, takeover)
+        flushes = _flush_all(_Flushing(res, plan, lake, owner, mark), specs, takeover)
 
         # DELETE: only tables whose flush committed rows; a table with none was confirmed at once.
         by_name = {s.name: s for s in specs}
