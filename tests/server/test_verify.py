@@ -35,6 +35,15 @@ def _lake_sql(hot, statement: str) -> None:
         lake.cursor().execute(statement.format(**{t: lake.table(t) for t in TABLES}))
 
 
+def _alter_one_operation(hot, ledger: int) -> None:
+    """Rewrite one lake operation of `ledger`: its batch's certificate no longer matches."""
+    _lake_sql(
+        hot,
+        f"UPDATE {{operations_row_v2}} SET type_string = 'altered' WHERE ledger_sequence = {int(ledger)} AND rowid = "
+        f"(SELECT min(rowid) FROM {{operations_row_v2}} WHERE ledger_sequence = {int(ledger)})",
+    )
+
+
 def _flushes(hot, *spans: tuple[int, int]) -> None:
     for first, n in spans:
         hot.load(first, n, tables=TABLES)
@@ -70,11 +79,7 @@ def test_verify_passes_a_clean_lake_and_names_the_range_of_each_injected_fault(h
     assert 21 <= first <= last <= 40
 
     # An altered value: one operation of ledger 12 rewritten (first batch, ledgers 1..20).
-    _lake_sql(
-        hot,
-        "UPDATE {operations_row_v2} SET type_string = 'altered' WHERE ledger_sequence = 12 AND rowid = "
-        "(SELECT min(rowid) FROM {operations_row_v2} WHERE ledger_sequence = 12)",
-    )
+    _alter_one_operation(hot, 12)
     code, result = _verify(hot, capsys, "--tables", "operations_row_v2")
     assert code == 1 and [f[:2] for f in _findings(result)] == [("operations_row_v2", "certificate")]
     first, last = _findings(result)[0][2:]
@@ -141,10 +146,6 @@ def test_certificates_from_the_source_match_the_lake_and_catch_an_altered_value(
     assert all(t["batches_certified"] == 2 for t in by_table.values()), by_table
 
     # One value altered in the lake since: the batch's figures no longer match the source's.
-    _lake_sql(
-        hot,
-        "UPDATE {operations_row_v2} SET type_string = 'altered' WHERE ledger_sequence = 7 AND rowid = "
-        "(SELECT min(rowid) FROM {operations_row_v2} WHERE ledger_sequence = 7)",
-    )
+    _alter_one_operation(hot, 7)
     code, result = _verify(hot, capsys, "--tables", "operations_row_v2")
     assert code == 1 and [f[:2] for f in _findings(result)] == [("operations_row_v2", "certificate")]
