@@ -7,6 +7,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -279,6 +280,19 @@ class LakeSession:
 
     def ensure_tables(self, names: list[str]) -> list[str]:
         """Create the lake schema and missing Bronze tables, and partition unpartitioned ones; never drop anything.
+        Returns the tables created."""
+        return self._ensure(names)[0]
+
+    def prepare_tables(self, names: list[str]) -> dict[str, list[Column]]:
+        """ensure_tables, then every lake table's columns (read again only when tables were created)."""
+        return self._ensure(names)[1]
+
+    def _ensure(self, names: list[str]) -> tuple[list[str], dict[str, list[Column]]]:
+        """The tables created, and the lake's columns after.
+
+        What the lake has (schema, columns, partitioning, write options) is read in ONE DuckDB transaction: each
+        transaction costs ~7 round trips to the catalog (a pooled connection's checks, BEGIN, the snapshot lookup,
+        COMMIT), 0.2 s with the catalog 30 ms away; read one by one they cost ~1.3 s of a 10 s seed flush.
 
         Every table created or partitioned here changes in ONE lake commit, so they share one schema version. Created
         one commit each (as before), every table had two versions of its own, each with an inlined-data table, and a
@@ -286,27 +300,58 @@ class LakeSession:
         whole catalog as of each version: ~30 catalog round trips per table, 12 s of a 32 s seed flush with the
         catalog 30 ms away (bench/results/remote-30ms-before.md). Lakes made before keep their versions.
         """
-        with self.cursor() as cur:
-            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified(self.lake, self.schema)}")
-        existing = self.columns_by_table(self.lake, self.schema)
+        has_schema, existing, partitioned = self._read_layout()
+        if not has_schema:
+            with self.cursor() as cur:
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {qualified(self.lake, self.schema)}")
         ddl = bronze_ddl()
         created = [name for name in names if name not in existing]
         for name in created:
             if name not in ddl:
                 raise LakeError(f"no Bronze DDL for table {name!r} in schema/bronze_schema.sql; add it there")
-        to_partition = self._unpartitioned(names, created, existing)
+        to_partition = self._unpartitioned(names, created, existing, partitioned)
         if created or to_partition:
             self._create_and_partition(ddl, created, to_partition)
-        self.ensure_write_options()
-        return created
+        if created:
+            existing = self.columns_by_table(self.lake, self.schema)
+        return created, existing
 
-    def _unpartitioned(self, names: list[str], created: list[str], existing: dict[str, list[Column]]) -> list[str]:
+    def _read_layout(self) -> tuple[bool, dict[str, list[Column]], dict[str, list[str]]]:
+        """In one transaction: whether the Bronze schema exists, its tables' columns and partition columns; the
+        lake-wide write options are set where they differ (ensure_write_options)."""
+        with self.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                has_schema = bool(
+                    cur.execute(
+                        "SELECT count(*) FROM duckdb_schemas() WHERE database_name = ? AND schema_name = ?",
+                        [self.lake, self.schema],
+                    ).fetchone()[0]
+                )
+                existing = self.columns_by_table(self.lake, self.schema, cur) if has_schema else {}
+                wanted = has_schema and self.settings.ducklake.partition_by is not None
+                partitioned = self.partition_columns(cur) if wanted else {}
+                self.ensure_write_options(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # the error that got here is the one to report
+                    cur.execute("ROLLBACK")
+                raise
+        return has_schema, existing, partitioned
+
+    def _unpartitioned(
+        self,
+        names: list[str],
+        created: list[str],
+        existing: dict[str, list[Column]],
+        partitioned: dict[str, list[str]],
+    ) -> list[str]:
         """Of `names`, those to partition by ducklake.partition_by: new ones, and existing ones with no partitioning
-        that have the column (an existing choice, even another column, is the operator's)."""
+        (`partitioned` lists those with some) that have the column (an existing choice, even another column, is the
+        operator's)."""
         column = self.settings.ducklake.partition_by
         if column is None:
             return []
-        partitioned = self.partition_columns()
         return [
             name
             for name in names
@@ -340,8 +385,9 @@ class LakeSession:
         ).fetchall()
         return {r[0] for r in rows}
 
-    def ensure_write_options(self) -> dict[str, str]:
+    def ensure_write_options(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:
         """Set the lake-wide Parquet options the config names, where the lake has another value; returns those set.
+        `cur`: an open transaction to do it in (else one of its own).
 
         They live in the catalog (every writer of the lake uses them), and setting one commits no snapshot.
         """
@@ -353,7 +399,7 @@ class LakeSession:
         wanted = {name: str(value) for name, value in wanted.items() if value is not None}
         if not wanted:
             return {}
-        with self.cursor() as cur:
+        with self._using(cur) as cur:
             current = dict(
                 cur.execute(
                     f"SELECT option_name, value FROM {quote_ident(self.lake)}.options() WHERE scope = 'GLOBAL'"
@@ -364,15 +410,24 @@ class LakeSession:
                 cur.execute(f"CALL {quote_ident(self.lake)}.set_option(?, ?)", [name, value])
         return changed
 
+    @contextlib.contextmanager
+    def _using(self, cur: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`cur` as it is (the caller's transaction), or a cursor of its own, closed after."""
+        if cur is not None:
+            yield cur
+            return
+        with self.cursor() as own:
+            yield own
+
     def metadata(self, table: str) -> str:
         """A DuckLake catalog table (e.g. ducklake_data_file), as DuckDB exposes the catalog database."""
         return qualified(f"__ducklake_metadata_{self.lake}", self.settings.ducklake.metadata_schema, table)
 
-    def partition_columns(self) -> dict[str, list[str]]:
-        """Table -> its current partition columns, for the tables of the Bronze schema that are partitioned."""
-        rows = (
-            self.cursor()
-            .execute(
+    def partition_columns(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, list[str]]:
+        """Table -> its current partition columns, for the tables of the Bronze schema that are partitioned (in `cur`'s
+        transaction, if given)."""
+        with self._using(cur) as cur:
+            rows = cur.execute(
                 f"SELECT t.table_name, c.column_name FROM {self.metadata('ducklake_table')} t "
                 f"JOIN {self.metadata('ducklake_schema')} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL "
                 f"JOIN {self.metadata('ducklake_partition_info')} p "
@@ -383,25 +438,23 @@ class LakeSession:
                 "  ON c.column_id = pc.column_id AND c.table_id = t.table_id AND c.end_snapshot IS NULL "
                 "WHERE t.end_snapshot IS NULL AND s.schema_name = ? ORDER BY t.table_name, pc.partition_key_index",
                 [self.schema],
-            )
-            .fetchall()
-        )
+            ).fetchall()
         out: dict[str, list[str]] = {}
         for table, column in rows:
             out.setdefault(table, []).append(column)
         return out
 
-    def columns_by_table(self, database: str, schema: str) -> dict[str, list[Column]]:
-        """Columns of every table in database.schema, in physical order, as DuckDB types."""
-        rows = (
-            self.cursor()
-            .execute(
+    def columns_by_table(
+        self, database: str, schema: str, cur: duckdb.DuckDBPyConnection | None = None
+    ) -> dict[str, list[Column]]:
+        """Columns of every table in database.schema, in physical order, as DuckDB types (in `cur`'s transaction,
+        if given)."""
+        with self._using(cur) as cur:
+            rows = cur.execute(
                 "SELECT table_name, column_name, data_type FROM duckdb_columns() "
                 "WHERE database_name = ? AND schema_name = ? ORDER BY table_name, column_index",
                 [database, schema],
-            )
-            .fetchall()
-        )
+            ).fetchall()
         out: dict[str, list[Column]] = {}
         for table, column, type_ in rows:
             out.setdefault(table, []).append(Column(column, type_))

@@ -55,13 +55,12 @@ class RunResources:
         attaching, self._attaching = self._attaching, None
         lake = self._lake = attaching.result() if attaching is not None else self._new_lake_session()
         tables = [s.name for s in specs]
-        lake.ensure_tables(tables)
+        lake_columns = lake.prepare_tables(tables)
         schema = self.settings.postgres.schema_name
         hot_columns = lake.columns_by_table(HOT, schema)
         with self.pool.connection() as conn:
             lossy = unconstrained_numeric_columns(conn, schema, tables)  # DuckDB shows these as DOUBLE
             hot_bytes = table_bytes(conn, schema, tables)
-        lake_columns = lake.columns_by_table(lake.lake, lake.schema)
         plan = build_run_plan(
             self.parallelism, self.settings.ducklake.storage, specs, hot_columns, lake_columns, hot_bytes, lossy
         )
