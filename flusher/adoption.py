@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+import duckdb
+
 from flusher.lake import COMMIT_AUTHOR, LakeSession
 from flusher.quoting import quote_ident, quote_literal
 from flusher.secrets import MaskedMessage
@@ -71,27 +73,24 @@ def parse_label(snapshot_id: int, extra_info: str | None) -> LakeCommit:
     )
 
 
-def lake_head(session: LakeSession) -> int:
-    """The lake's latest snapshot id."""
-    with session.cursor() as cur:
+def lake_head(session: LakeSession, cur: duckdb.DuckDBPyConnection | None = None) -> int:
+    """The lake's latest snapshot id (as `cur`'s transaction sees it, if given)."""
+    with session.cursor_for(cur) as cur:
         row = cur.execute(f"SELECT max(snapshot_id) FROM {session.metadata('ducklake_snapshot')}").fetchone()
     return row[0] if row and row[0] is not None else 0
 
 
-def _catalog_query(session: LakeSession, query: str) -> list[tuple]:
+def _catalog_query(session: LakeSession, cur: duckdb.DuckDBPyConnection, query: str) -> list[tuple]:
     """Run `query` in the catalog PostgreSQL as it is: one statement, however many catalog tables it reads.
 
     Reading a lake table through DuckLake costs ~25 catalog statements (snapshot, stats, files, tags, inlined
     data...), each a network round trip to a remote catalog; asking the catalog tables directly costs one.
     """
     database = f"__ducklake_metadata_{session.lake}"
-    with session.cursor() as cur:
-        return cur.execute(
-            f"SELECT * FROM postgres_query({quote_literal(database)}, {quote_literal(query)})"
-        ).fetchall()
+    return cur.execute(f"SELECT * FROM postgres_query({quote_literal(database)}, {quote_literal(query)})").fetchall()
 
 
-def tables_that_may_hold_rows(session: LakeSession) -> list[str]:
+def tables_that_may_hold_rows(session: LakeSession, cur: duckdb.DuckDBPyConnection | None = None) -> list[str]:
     """Tables of the Bronze schema with a live data file or live inlined rows, from the catalog tables (2 queries).
 
     A table with neither holds no row; one with either may (its files' rows may all be deleted), which
@@ -105,37 +104,43 @@ def tables_that_may_hold_rows(session: LakeSession) -> list[str]:
         f"FROM {meta}.ducklake_table t JOIN {meta}.ducklake_schema s ON s.schema_id = t.schema_id "
         f"WHERE t.end_snapshot IS NULL AND s.end_snapshot IS NULL AND s.schema_name = {quote_literal(session.schema)}"
     )
-    tables = _catalog_query(session, live)
-    may = {name for name, has_file, _ in tables if has_file}
-    inlined = [
-        f"SELECT {quote_literal(name)} WHERE EXISTS (SELECT 1 FROM {meta}.{quote_ident(inline)} "
-        "WHERE end_snapshot IS NULL)"
-        for name, has_file, inlines in tables
-        if not has_file
-        for inline in inlines or []
-    ]
-    if inlined:
-        may |= {row[0] for row in _catalog_query(session, " UNION ALL ".join(inlined))}
+    with session.cursor_for(cur) as cur:
+        tables = _catalog_query(session, cur, live)
+        may = {name for name, has_file, _ in tables if has_file}
+        inlined = [
+            f"SELECT {quote_literal(name)} WHERE EXISTS (SELECT 1 FROM {meta}.{quote_ident(inline)} "
+            "WHERE end_snapshot IS NULL)"
+            for name, has_file, inlines in tables
+            if not has_file
+            for inline in inlines or []
+        ]
+        if inlined:
+            may |= {row[0] for row in _catalog_query(session, cur, " UNION ALL ".join(inlined))}
     return sorted(may)
 
 
-def tables_with_rows(session: LakeSession) -> list[str]:
+def tables_with_rows(session: LakeSession, cur: duckdb.DuckDBPyConnection | None = None) -> list[str]:
     """Tables of the Bronze schema that hold at least one row (read once, when a new state decides on adoption).
 
     Only the tables the catalog says may hold rows are read: on an empty lake, that is none.
     """
-    with session.cursor() as cur:
+    with session.cursor_for(cur) as cur:
         return [
             name
-            for name in tables_that_may_hold_rows(session)
+            for name in tables_that_may_hold_rows(session, cur)
             if cur.execute(f"SELECT 1 FROM {session.table(name)} LIMIT 1").fetchone()
         ]
 
 
-def commits_since(session: LakeSession, known_snapshot: int | None, adopted_at: datetime | None) -> list[LakeCommit]:
+def commits_since(
+    session: LakeSession,
+    known_snapshot: int | None,
+    adopted_at: datetime | None,
+    cur: duckdb.DuckDBPyConnection | None = None,
+) -> list[LakeCommit]:
     """Commits by our author after `known_snapshot` (or, when it is None, after `adopted_at`): one catalog query."""
     changes = session.metadata("ducklake_snapshot_changes")
-    with session.cursor() as cur:
+    with session.cursor_for(cur) as cur:
         if known_snapshot is not None or adopted_at is None:
             rows = cur.execute(
                 f"SELECT snapshot_id, commit_extra_info FROM {changes} WHERE snapshot_id > ? AND author = ? "
@@ -195,27 +200,29 @@ def describe_unknown(identity: StateIdentity, commits: list[LakeCommit]) -> str:
 def check_lake(state: StateStore, session: LakeSession) -> StateIdentity:
     """Raise TakeoverRequired unless this state provably owns every commit of ours in the lake; adopt an empty lake.
 
-    Call under the flusher lock, after the lake is attached and before any flush task. Returns the identity.
+    Call under the flusher lock, after the lake is attached and before any flush task. Returns the identity. The
+    lake is read in one transaction (one catalog snapshot, one connection: LakeSession.transaction).
     """
     identity = state.identity()
-    if identity.adopted is None:
-        head = lake_head(session)  # before looking at the rows: a commit after it is checked below
-        holding = tables_with_rows(session)
-        if holding:
+    with session.transaction() as cur:
+        if identity.adopted is None:
+            head = lake_head(session, cur)  # the snapshot the rows are read at: a commit after it is checked later
+            holding = tables_with_rows(session, cur)
+            if holding:
+                raise TakeoverRequired(
+                    f"the lake {session.lake}.{session.schema} already holds data this state (id "
+                    f"{identity.state_id}, new) did not write: rows in {_listed(holding, 5)}. It is a lake written by "
+                    "the Go service, or by this flusher with another, a recreated or a restored state schema "
+                    f"(flush.state_schema); flushing now could delete or duplicate its rows. {TAKEOVER_HINT}"
+                )
+            state.mark_adopted("empty lake", head)
+            identity = state.identity()
+        if identity.adopted is False:
             raise TakeoverRequired(
-                f"the lake {session.lake}.{session.schema} already holds data this state (id {identity.state_id}, "
-                f"new) did not write: rows in {_listed(holding, 5)}. It is a lake written by the Go service, or by "
-                "this flusher with another, a recreated or a restored state schema (flush.state_schema); flushing "
-                f"now could delete or duplicate its rows. {TAKEOVER_HINT}"
+                f"a takeover of the lake ({identity.adopted_how}) started for this state (id {identity.state_id}) and "
+                f"did not finish. {TAKEOVER_HINT}"
             )
-        state.mark_adopted("empty lake", head)
-        identity = state.identity()
-    if identity.adopted is False:
-        raise TakeoverRequired(
-            f"a takeover of the lake ({identity.adopted_how}) started for this state (id {identity.state_id}) and did "
-            f"not finish. {TAKEOVER_HINT}"
-        )
-    commits = commits_since(session, identity.known_snapshot, identity.adopted_at)
+        commits = commits_since(session, identity.known_snapshot, identity.adopted_at, cur)
     unknown = unknown_commits(state, identity, commits)
     if unknown:
         raise TakeoverRequired(

@@ -290,9 +290,8 @@ class LakeSession:
     def _ensure(self, names: list[str]) -> tuple[list[str], dict[str, list[Column]]]:
         """The tables created, and the lake's columns after.
 
-        What the lake has (schema, columns, partitioning, write options) is read in ONE DuckDB transaction: each
-        transaction costs ~7 round trips to the catalog (a pooled connection's checks, BEGIN, the snapshot lookup,
-        COMMIT), 0.2 s with the catalog 30 ms away; read one by one they cost ~1.3 s of a 10 s seed flush.
+        What the lake has (schema, columns, partitioning, write options) is read in ONE transaction (see
+        `transaction`); read one by one they cost ~1.3 s of a 10 s seed flush with the catalog 30 ms away.
 
         Every table created or partitioned here changes in ONE lake commit, so they share one schema version. Created
         one commit each (as before), every table had two versions of its own, each with an inlined-data table, and a
@@ -319,24 +318,17 @@ class LakeSession:
     def _read_layout(self) -> tuple[bool, dict[str, list[Column]], dict[str, list[str]]]:
         """In one transaction: whether the Bronze schema exists, its tables' columns and partition columns; the
         lake-wide write options are set where they differ (ensure_write_options)."""
-        with self.cursor() as cur:
-            cur.execute("BEGIN")
-            try:
-                has_schema = bool(
-                    cur.execute(
-                        "SELECT count(*) FROM duckdb_schemas() WHERE database_name = ? AND schema_name = ?",
-                        [self.lake, self.schema],
-                    ).fetchone()[0]
-                )
-                existing = self.columns_by_table(self.lake, self.schema, cur) if has_schema else {}
-                wanted = has_schema and self.settings.ducklake.partition_by is not None
-                partitioned = self.partition_columns(cur) if wanted else {}
-                self.ensure_write_options(cur)
-                cur.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):  # the error that got here is the one to report
-                    cur.execute("ROLLBACK")
-                raise
+        with self.transaction() as cur:
+            has_schema = bool(
+                cur.execute(
+                    "SELECT count(*) FROM duckdb_schemas() WHERE database_name = ? AND schema_name = ?",
+                    [self.lake, self.schema],
+                ).fetchone()[0]
+            )
+            existing = self.columns_by_table(self.lake, self.schema, cur) if has_schema else {}
+            wanted = has_schema and self.settings.ducklake.partition_by is not None
+            partitioned = self.partition_columns(cur) if wanted else {}
+            self.ensure_write_options(cur)
         return has_schema, existing, partitioned
 
     def _unpartitioned(
@@ -361,21 +353,14 @@ class LakeSession:
     def _create_and_partition(self, ddl: dict[str, str], created: list[str], to_partition: list[str]) -> None:
         """One lake commit: CREATE the `created` tables, then partition `to_partition` (those that have the column)."""
         column = self.settings.ducklake.partition_by
-        with self.cursor() as cur:
-            cur.execute("BEGIN")
-            try:
-                cur.execute(f"USE {qualified(self.lake, self.schema)}")
-                for name in created:
-                    cur.execute(ddl[name])
-                has_column = self._tables_with_column(cur, column) if column is not None else set()
-                for name in to_partition:
-                    if name in has_column:
-                        cur.execute(f"ALTER TABLE {self.table(name)} SET PARTITIONED BY ({quote_ident(column)})")
-                cur.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):  # the error that got here is the one to report
-                    cur.execute("ROLLBACK")
-                raise
+        with self.transaction() as cur:
+            cur.execute(f"USE {qualified(self.lake, self.schema)}")
+            for name in created:
+                cur.execute(ddl[name])
+            has_column = self._tables_with_column(cur, column) if column is not None else set()
+            for name in to_partition:
+                if name in has_column:
+                    cur.execute(f"ALTER TABLE {self.table(name)} SET PARTITIONED BY ({quote_ident(column)})")
 
     def _tables_with_column(self, cur: duckdb.DuckDBPyConnection, column: str) -> set[str]:
         """Tables of the Bronze schema with `column`, as `cur`'s transaction sees them (its own new tables too)."""
@@ -399,7 +384,7 @@ class LakeSession:
         wanted = {name: str(value) for name, value in wanted.items() if value is not None}
         if not wanted:
             return {}
-        with self._using(cur) as cur:
+        with self.cursor_for(cur) as cur:
             current = dict(
                 cur.execute(
                     f"SELECT option_name, value FROM {quote_ident(self.lake)}.options() WHERE scope = 'GLOBAL'"
@@ -411,13 +396,31 @@ class LakeSession:
         return changed
 
     @contextlib.contextmanager
-    def _using(self, cur: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """`cur` as it is (the caller's transaction), or a cursor of its own, closed after."""
+    def cursor_for(self, cur: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`cur` as it is (a caller's open transaction), or a cursor of its own, closed after."""
         if cur is not None:
             yield cur
             return
         with self.cursor() as own:
             yield own
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor in one transaction, committed when the block ends (rolled back if it raises).
+
+        Reads that share it share one catalog connection and snapshot: each transaction of its own costs ~7 round
+        trips to the catalog (a pooled connection's checks, BEGIN, the snapshot lookup, COMMIT), 0.2 s with the
+        catalog 30 ms away.
+        """
+        with self.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                yield cur
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # the error that got here is the one to report
+                    cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
 
     def metadata(self, table: str) -> str:
         """A DuckLake catalog table (e.g. ducklake_data_file), as DuckDB exposes the catalog database."""
@@ -426,7 +429,7 @@ class LakeSession:
     def partition_columns(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, list[str]]:
         """Table -> its current partition columns, for the tables of the Bronze schema that are partitioned (in `cur`'s
         transaction, if given)."""
-        with self._using(cur) as cur:
+        with self.cursor_for(cur) as cur:
             rows = cur.execute(
                 f"SELECT t.table_name, c.column_name FROM {self.metadata('ducklake_table')} t "
                 f"JOIN {self.metadata('ducklake_schema')} s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL "
@@ -449,7 +452,7 @@ class LakeSession:
     ) -> dict[str, list[Column]]:
         """Columns of every table in database.schema, in physical order, as DuckDB types (in `cur`'s transaction,
         if given)."""
-        with self._using(cur) as cur:
+        with self.cursor_for(cur) as cur:
             rows = cur.execute(
                 "SELECT table_name, column_name, data_type FROM duckdb_columns() "
                 "WHERE database_name = ? AND schema_name = ? ORDER BY table_name, column_index",

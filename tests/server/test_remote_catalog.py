@@ -49,3 +49,25 @@ def test_a_run_reads_an_existing_lakes_tables_in_one_catalog_transaction(hot):
     # Schema, columns, partitioning and options in one transaction (16 statements): each transaction more adds ~7
     # round trips (a pooled connection's checks, BEGIN, the snapshot lookup, COMMIT); one by one they sent 35.
     assert stats["statements"] <= 20, stats
+
+
+def test_a_new_state_checks_the_lake_it_adopts_in_one_catalog_transaction(hot):
+    from flusher.adoption import check_lake
+    from flusher.hot import make_pool
+    from flusher.state import StateStore
+
+    with LakeSession(hot.settings(), attach_hot=False) as lake:
+        lake.ensure_tables(ENABLED)
+    with running(f"{hot.params['host']}:{hot.params['port']}", 0, "postgres") as proxy:
+        _catalog_through(hot, proxy.port)
+        settings = hot.settings()
+        with make_pool(settings.postgres) as pool, LakeSession(settings, attach_hot=False) as lake:
+            state = StateStore(pool, "flusher_state_probe")
+            state.ensure()
+            proxy.reset()
+            identity = check_lake(state, lake)
+            stats = proxy.stats()
+    assert identity.adopted, "an empty lake is adopted"
+    # The head, the tables that may hold rows and the commits since, in one transaction (9 statements; one by
+    # one they sent 24, half of them a pooled connection's checks and transaction ends).
+    assert stats["statements"] <= 12, stats
