@@ -42,7 +42,7 @@ from flusher.hot import Mark
 from flusher.lake import LakeSession
 from flusher.plan import RunPlan, commit_groups
 from flusher.registry import TableSpec, is_default_selection, known_table_names, selected_tables
-from flusher.report import FlushOutcome, RunReport
+from flusher.report import FlushOutcomes, RunReport
 from flusher.resources import RunResources
 from flusher.secrets import install_log_masking, mask_state, masked_errors
 from flusher.state import StateStore
@@ -104,9 +104,6 @@ def _delete_subflow(res: RunResources, plan: RunPlan, mark: Mark, committed: Flu
         )
 
 
-Outcomes = dict[str, tuple[FlushOutcome | None, str | None]]  # per table: its outcome, or None and the error
-
-
 @dataclass(frozen=True)
 class _Flushing:
     """What every flush task of a run shares: the run's resources and plan, the lake, its owner, the mark."""
@@ -130,12 +127,12 @@ class _Flushing:
         }
 
 
-def _flush_all(run: _Flushing, specs: list[TableSpec], takeover: bool = False) -> Outcomes:
+def _flush_all(run: _Flushing, specs: list[TableSpec], takeover: bool = False) -> FlushOutcomes:
     """Every table's flush: in flush.commit_groups shared lake commits when set (not for a takeover, which
     reconciles table by table); otherwise, and for what could not join or whose shared commit failed, one flush
     task per table."""
     progress = ProgressTracker(len(specs)).update
-    outcomes: Outcomes = {}
+    outcomes: FlushOutcomes = {}
     if run.res.settings.flush.commit_groups and not takeover:
         outcomes = _flush_in_shared_commits(run, specs, progress)
     rest = [spec for spec in specs if spec.name not in outcomes]
@@ -145,7 +142,7 @@ def _flush_all(run: _Flushing, specs: list[TableSpec], takeover: bool = False) -
     return {spec.name: outcomes[spec.name] for spec in specs}
 
 
-def _flush_in_shared_commits(run: _Flushing, specs: list[TableSpec], progress: Callable[[int], None]) -> Outcomes:
+def _flush_in_shared_commits(run: _Flushing, specs: list[TableSpec], progress: Callable[[int], None]) -> FlushOutcomes:
     """The tables that can join, split by size into flush.commit_groups groups, each in one lake commit, all groups
     at once. Only the tables of groups that committed are returned: the others are left to one task per table."""
     plan, settings = run.plan, run.res.settings
@@ -159,7 +156,7 @@ def _flush_in_shared_commits(run: _Flushing, specs: list[TableSpec], progress: C
         for i, group in enumerate(groups)
     }
     futures = run_bounded(flush_shared_commit, parameters, max(len(groups), 1))
-    outcomes: Outcomes = {}
+    outcomes: FlushOutcomes = {}
     for i, group in enumerate(groups):
         result, error = outcome(futures[i])
         if result is None:
@@ -172,7 +169,9 @@ def _flush_in_shared_commits(run: _Flushing, specs: list[TableSpec], progress: C
     return outcomes
 
 
-def _flush_each(run: _Flushing, specs: list[TableSpec], takeover: bool, progress: Callable[[int], None]) -> Outcomes:
+def _flush_each(
+    run: _Flushing, specs: list[TableSpec], takeover: bool, progress: Callable[[int], None]
+) -> FlushOutcomes:
     """One flush task per table, largest first, as many at once as the plan's flush parallelism."""
     task = _with_retries(run.res.settings.flush)
     by_name = {spec.name: spec for spec in specs}

@@ -342,10 +342,10 @@ class FlushSettings(_Section):
     certificate: CertificateMode = Field(
         "lake",
         description="Each table's completeness certificate (row count and digest of the batch) for `verify`: lake "
-        "(true) reads the rows back inside the lake transaction, ~9% of a large flush on 2 cores "
-        "(bench/results/cert-large.md); source hashes the same values from the hot rows instead, which spares a "
-        "catalog across the network a chain of lookups per table; off (false) records none, and verify then checks "
-        "those batches by counts, keys and gaps only.",
+        "(true) reads the rows back inside the lake transaction, ~9-20% of a large flush on 2 cores "
+        "(bench/results/cert-large.md, loopback-large-cert.md); source hashes the same values from the hot rows "
+        "instead, which spares a catalog across the network a chain of lookups per table; off (false) records none, "
+        "and verify then checks those batches by counts, keys and gaps only.",
     )
     commit_groups: int = Field(
         0,

@@ -31,6 +31,10 @@ class FlushOutcome:
         return self.rows + self.already_in_lake
 
 
+# Per table: its flush outcome, or None and the error.
+FlushOutcomes = dict[str, tuple[FlushOutcome | None, str | None]]
+
+
 @dataclass(frozen=True)
 class DeleteOutcome:
     table: str
@@ -66,7 +70,7 @@ class RunReport:
         cls,
         mark: Mark,
         specs: list[TableSpec],
-        flushes: dict[str, tuple[FlushOutcome | None, str | None]],
+        flushes: FlushOutcomes,
         deletes: dict[str, tuple[DeleteOutcome | None, str | None]],
     ) -> RunReport:
         lines = []
