@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 
+from flusher.catalog_link import CatalogLink
 from flusher.config import Settings, default_threads, sentence
 from flusher.extensions import load_extensions
 from flusher.quoting import qualified, quote_ident, quote_literal
@@ -130,6 +131,7 @@ class LakeSession:
         self.lake = settings.ducklake.catalog_name
         self.schema = settings.ducklake.schema_name
         self._lock = threading.Lock()
+        self.catalog = CatalogLink(settings.ducklake)  # direct reads of the catalog database, one round trip each
         if threads is None:
             threads = settings.ducklake.threads or default_threads(1)
         self.spill_dir = spill_directory()
@@ -165,6 +167,7 @@ class LakeSession:
         try:
             self._db.close()
         finally:
+            self.catalog.close()
             shutil.rmtree(
                 self.spill_dir, ignore_errors=True
             )  # spill files are scratch: nothing in them outlives the run
