@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
+from psycopg import sql
 
 from flusher.lake import COMMIT_AUTHOR, LakeSession
 from flusher.quoting import quote_ident, quote_literal
@@ -132,29 +133,22 @@ def tables_with_rows(session: LakeSession, cur: duckdb.DuckDBPyConnection | None
         ]
 
 
-def commits_since(
-    session: LakeSession,
-    known_snapshot: int | None,
-    adopted_at: datetime | None,
-    cur: duckdb.DuckDBPyConnection | None = None,
-) -> list[LakeCommit]:
-    """Commits by our author after `known_snapshot` (or, when it is None, after `adopted_at`): one catalog query."""
-    changes = session.metadata("ducklake_snapshot_changes")
-    with session.cursor_for(cur) as cur:
-        if known_snapshot is not None or adopted_at is None:
-            rows = cur.execute(
-                f"SELECT snapshot_id, commit_extra_info FROM {changes} WHERE snapshot_id > ? AND author = ? "
-                "ORDER BY snapshot_id",
-                [known_snapshot if known_snapshot is not None else -1, COMMIT_AUTHOR],
-            ).fetchall()
-        else:
-            rows = cur.execute(
-                f"SELECT c.snapshot_id, c.commit_extra_info FROM {changes} c "
-                f"JOIN {session.metadata('ducklake_snapshot')} s ON s.snapshot_id = c.snapshot_id "
-                "WHERE c.author = ? AND s.snapshot_time > ? ORDER BY c.snapshot_id",
-                [COMMIT_AUTHOR, adopted_at],
-            ).fetchall()
-    return [parse_label(snapshot_id, info) for snapshot_id, info in rows]
+def commits_since(session: LakeSession, known_snapshot: int | None, adopted_at: datetime | None) -> list[LakeCommit]:
+    """Commits by our author after `known_snapshot` (or, when it is None, after `adopted_at`): every run asks, so
+    the catalog database is asked directly (one round trip; through DuckDB, a transaction of ~6 statements)."""
+    changes = session.catalog.table("ducklake_snapshot_changes")
+    if known_snapshot is not None or adopted_at is None:
+        query = sql.SQL(
+            "SELECT snapshot_id, commit_extra_info FROM {} WHERE snapshot_id > %s AND author = %s ORDER BY snapshot_id"
+        ).format(changes)
+        params: list[object] = [known_snapshot if known_snapshot is not None else -1, COMMIT_AUTHOR]
+    else:
+        query = sql.SQL(
+            "SELECT c.snapshot_id, c.commit_extra_info FROM {} c JOIN {} s ON s.snapshot_id = c.snapshot_id "
+            "WHERE c.author = %s AND s.snapshot_time > %s ORDER BY c.snapshot_id"
+        ).format(changes, session.catalog.table("ducklake_snapshot"))
+        params = [COMMIT_AUTHOR, adopted_at]
+    return [parse_label(snapshot_id, info) for snapshot_id, info in session.catalog.fetch_all(query, params)]
 
 
 def _may_be_ours(identity: StateIdentity, commit: LakeCommit) -> bool:
@@ -200,29 +194,30 @@ def describe_unknown(identity: StateIdentity, commits: list[LakeCommit]) -> str:
 def check_lake(state: StateStore, session: LakeSession) -> StateIdentity:
     """Raise TakeoverRequired unless this state provably owns every commit of ours in the lake; adopt an empty lake.
 
-    Call under the flusher lock, after the lake is attached and before any flush task. Returns the identity. The
-    lake is read in one transaction (one catalog snapshot, one connection: LakeSession.transaction).
+    Call under the flusher lock, after the lake is attached and before any flush task. Returns the identity. A new
+    state reads the lake's head and its tables in one transaction (one catalog snapshot: LakeSession.transaction).
     """
     identity = state.identity()
-    with session.transaction() as cur:
-        if identity.adopted is None:
-            head = lake_head(session, cur)  # the snapshot the rows are read at: a commit after it is checked later
+    if identity.adopted is None:
+        with session.transaction() as cur:  # the head and the tables' rows as of one catalog snapshot
+            head = lake_head(session, cur)  # the snapshot the rows are read at: a commit after it is checked below
             holding = tables_with_rows(session, cur)
-            if holding:
-                raise TakeoverRequired(
-                    f"the lake {session.lake}.{session.schema} already holds data this state (id "
-                    f"{identity.state_id}, new) did not write: rows in {_listed(holding, 5)}. It is a lake written by "
-                    "the Go service, or by this flusher with another, a recreated or a restored state schema "
-                    f"(flush.state_schema); flushing now could delete or duplicate its rows. {TAKEOVER_HINT}"
-                )
-            state.mark_adopted("empty lake", head)
-            identity = state.identity()
-        if identity.adopted is False:
+        if holding:
             raise TakeoverRequired(
-                f"a takeover of the lake ({identity.adopted_how}) started for this state (id {identity.state_id}) and "
-                f"did not finish. {TAKEOVER_HINT}"
+                f"the lake {session.lake}.{session.schema} already holds data this state (id "
+                f"{identity.state_id}, new) did not write: rows in {_listed(holding, 5)}. It is a lake written by "
+                "the Go service, or by this flusher with another, a recreated or a restored state schema "
+                f"(flush.state_schema); flushing now could delete or duplicate its rows. {TAKEOVER_HINT}"
             )
-        commits = commits_since(session, identity.known_snapshot, identity.adopted_at, cur)
+        state.mark_adopted("empty lake", head)
+        identity = state.identity()
+    if identity.adopted is False:
+        raise TakeoverRequired(
+            f"a takeover of the lake ({identity.adopted_how}) started for this state (id {identity.state_id}) and "
+            f"did not finish. {TAKEOVER_HINT}"
+        )
+    # Read after the head (any later commit is in it too): our commits the state does not know of are refused.
+    commits = commits_since(session, identity.known_snapshot, identity.adopted_at)
     unknown = unknown_commits(state, identity, commits)
     if unknown:
         raise TakeoverRequired(

@@ -36,14 +36,19 @@ class CatalogLink:
         return sql.Identifier(self._settings.metadata_schema, name)
 
     def fetch_one(self, query: sql.Composable, params: Sequence[object]) -> tuple[Any, ...] | None:
-        """The first row of `query`. A connection the server has closed since (a database's idle_session_timeout
-        while the run copied) is opened again, once: the lookups are reads, so asking twice is harmless."""
+        """The first row of `query`, or None."""
+        rows = self.fetch_all(query, params)
+        return rows[0] if rows else None
+
+    def fetch_all(self, query: sql.Composable, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """Every row of `query`. A connection the server has closed since (a database's idle_session_timeout while
+        the run copied) is opened again, once: the lookups are reads, so asking twice is harmless."""
         try:
             conn = self._connection()
             try:
-                return conn.execute(query, params).fetchone()
+                return conn.execute(query, params).fetchall()
             except psycopg.OperationalError:
-                return self._connection(failed=conn).execute(query, params).fetchone()
+                return self._connection(failed=conn).execute(query, params).fetchall()
         except psycopg.Error as exc:
             raise CatalogLookupError(
                 f"cannot read the DuckLake catalog {self._settings.describe_catalog()}: "
