@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 from psycopg_pool import ConnectionPool
 
+from flusher.catalog_link import CatalogLookupError
 from flusher.certificate import CertificateMismatch
 from flusher.config import CertificateMode, PostgresSettings
 from flusher.diagnose import invalid_utf8, is_invalid_unicode
@@ -133,7 +134,7 @@ def flush_table(
         result = copy_table(
             lake, spec, mark, list(hot_columns), list(table_plan.lake_columns), undo, owner, reconcile, certify
         )
-    except (duckdb.Error, SchemaMismatch, TableFlushError, CertificateMismatch) as exc:
+    except (duckdb.Error, SchemaMismatch, TableFlushError, CertificateMismatch, CatalogLookupError) as exc:
         password = postgres.password.get_secret_value()
         message = redact(str(exc), password)
         if is_invalid_unicode(message):

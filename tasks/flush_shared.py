@@ -15,6 +15,7 @@ import duckdb
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flusher.catalog_link import CatalogLookupError
 from flusher.certificate import CertificateMismatch
 from flusher.config import CertificateMode, PostgresSettings
 from flusher.failed_write import explain_disk_full
@@ -68,7 +69,7 @@ def flush_shared_commit(
         copies.append(TableCopy(spec, plan.hot_columns or (), plan.lake_columns, tuple(undo)))
     try:
         results = copy_tables(lake, copies, mark, owner, certify)
-    except (duckdb.Error, SchemaMismatch, CertificateMismatch) as exc:
+    except (duckdb.Error, SchemaMismatch, CertificateMismatch, CatalogLookupError) as exc:
         message = explain_disk_full(redact(str(exc), postgres.password.get_secret_value()), data_path)
         raise TableFlushError(
             f"flushing {', '.join(s.name for s in specs)} in one lake commit (ledgers <= {mark.watermark}) failed: "
