@@ -29,6 +29,6 @@ def test_an_unreachable_catalog_says_where_and_why_and_never_the_password():
     message = str(caught.value)
     assert "s3cr3t-pw" not in message
     assert f"flusher@127.0.0.1:{port}/cat" in message
-    assert "Connection refused" in message or "connect" in message
+    assert "Connection refused" in message  # libpq's reason, not just that it failed
     assert "ducklake.catalog_path" in message
     link.close()
